@@ -1,0 +1,140 @@
+//! The command line: user verbs and component entry points of the multi-call binary.
+//!
+//! `minik` is one binary with many faces, as k3s and the old hyperkube were: when the supervisor
+//! starts a component it sets argv[0] to the Kubernetes name (`etcd`, …), and the binary runs that
+//! component, so `ps` shows a Kubernetes control plane.
+
+mod etcd;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "minik",
+    version,
+    about = "A terminal-first, single-machine Kubernetes cluster lab",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a RUST_LOG-style filter; RUST_LOG wins
+    /// when set.
+    #[arg(long, global = true, default_value = "info", env = "MINIK_LOG_LEVEL")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The etcd-compatible store: serve it, inspect and restore snapshots.
+    #[command(subcommand)]
+    Etcd(etcd::EtcdCommand),
+}
+
+/// The component a multi-call name stands for, as the arguments `minik` would take.
+fn multicall_args(args: Vec<OsString>) -> Vec<OsString> {
+    let Some(argv0) = args.first() else {
+        return args;
+    };
+    let name = std::path::Path::new(argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix: &[&str] = match name.as_str() {
+        "etcd" => &["minik", "etcd", "serve"],
+        _ => return args,
+    };
+    prefix
+        .iter()
+        .map(OsString::from)
+        .chain(args.into_iter().skip(1))
+        .collect()
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the command line and turns errors into a message and an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_from(multicall_args(std::env::args_os().collect()));
+    init_logging(&cli.log_level);
+    let result = match cli.command {
+        Command::Etcd(cmd) => etcd::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime for long-running components.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multicall_name_selects_the_component() {
+        let args = multicall_args(vec![
+            "/usr/bin/etcd".into(),
+            "--data-dir".into(),
+            "x".into(),
+        ]);
+        assert_eq!(args, vec!["minik", "etcd", "serve", "--data-dir", "x"]);
+        let args = multicall_args(vec!["minik".into(), "etcd".into()]);
+        assert_eq!(args, vec!["minik", "etcd"]);
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

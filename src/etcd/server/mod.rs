@@ -1,0 +1,191 @@
+//! `minik etcd serve`: the etcd v3 gRPC services over the store, on plain TCP or (mutual) TLS.
+//!
+//! - [`kv`]: Range, Put, DeleteRange, Txn, Compact;
+//! - [`watch`]: the Watch stream;
+//! - [`lease`]: leases, keep-alives and expiry;
+//! - [`maintenance`]: Status, Snapshot, Defragment, Alarm, Hash/HashKV and the Cluster service.
+
+pub mod kv;
+pub mod lease;
+pub mod maintenance;
+pub mod watch;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use super::error::{GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES};
+use super::mvcc::{Store, Writer};
+use super::proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+
+/// Certificate files, named as etcd's flags name them.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub trusted_ca_file: Option<PathBuf>,
+    pub client_cert_auth: bool,
+}
+
+/// How `minik etcd serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<String>,
+    /// The client URLs reported by MemberList.
+    pub client_urls: Vec<String>,
+    /// The peer URLs reported by MemberList (the store has no peers; etcd's default is shown).
+    pub peer_urls: Vec<String>,
+    pub tls: Option<TlsFiles>,
+    pub watch_progress_interval: Duration,
+}
+
+/// Every etcd service, sharing one store and one writer.
+#[derive(Clone)]
+pub struct EtcdService {
+    pub(crate) store: Arc<Store>,
+    pub(crate) writer: Writer,
+    pub(crate) config: Arc<ServeConfig>,
+}
+
+/// Parses `http://host:port` / `https://host:port` into (tls?, address).
+pub fn parse_url(url: &str) -> anyhow::Result<(bool, SocketAddr)> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        bail!("{url:?}: a client URL must start with http:// or https://");
+    };
+    let hostport = rest.trim_end_matches('/');
+    let addr = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("{url:?}: cannot resolve {hostport:?} (expected host:port)"))?
+        .find(|a| a.is_ipv4())
+        .or_else(|| hostport.to_socket_addrs().ok().and_then(|mut a| a.next()))
+        .with_context(|| format!("{url:?}: no address for {hostport:?}"))?;
+    Ok((tls, addr))
+}
+
+fn tls_config(files: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+    let read = |p: &PathBuf, what: &str| {
+        std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()))
+    };
+    let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(&files.cert_file, "--cert-file")?,
+        read(&files.key_file, "--key-file")?,
+    ));
+    if let Some(ca) = &files.trusted_ca_file {
+        cfg = cfg
+            .client_ca_root(Certificate::from_pem(read(ca, "--trusted-ca-file")?))
+            .client_auth_optional(!files.client_cert_auth);
+    } else if files.client_cert_auth {
+        bail!("--client-cert-auth needs --trusted-ca-file to check client certificates against");
+    }
+    Ok(cfg)
+}
+
+/// Opens the store and serves it until `shutdown` resolves.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await?
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let store = Arc::new(store);
+    tracing::info!(
+        revision = store.current(),
+        compacted = store.compacted(),
+        keys = store.key_count(),
+        member_id = format!("{:016x}", store.member_id),
+        "store opened"
+    );
+    let writer = Writer::start(store.clone());
+    tokio::spawn(lease::expiry_loop(store.clone(), writer.clone()));
+
+    let mut listeners = Vec::new();
+    for url in &config.listen_client_urls {
+        let (tls, addr) = parse_url(url)?;
+        if tls && config.tls.is_none() {
+            bail!("{url}: https needs --cert-file and --key-file");
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} ({url}): is another etcd already using it?")
+        })?;
+        listeners.push((url.clone(), tls, listener));
+    }
+
+    let svc = EtcdService {
+        store,
+        writer,
+        config: Arc::new(config.clone()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for (url, tls, listener) in listeners {
+        let mut builder = Server::builder()
+            .max_concurrent_streams(u32::MAX)
+            .http2_keepalive_interval(Some(Duration::from_secs(120)));
+        if tls && let Some(files) = &config.tls {
+            builder = builder.tls_config(tls_config(files)?)?;
+        }
+        let limit = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES;
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        health.set_serving::<KvServer<EtcdService>>().await;
+        let router = builder
+            .add_service(health_svc)
+            .add_service(
+                KvServer::new(svc.clone())
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                WatchServer::new(svc.clone())
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(
+                MaintenanceServer::new(svc.clone())
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(usize::MAX),
+            );
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut stop = stop_rx.clone();
+        tracing::info!("serving client requests on {url}");
+        servers.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                .with_context(|| format!("serving {url}"))
+        });
+    }
+    println!("ready to serve client requests");
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        }
+        Some(res) = servers.join_next() => {
+            res??;
+        }
+    }
+    while let Some(res) = servers.join_next().await {
+        res??;
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! minik: Kubernetes' architecture, built for real and run on one machine.
+//!
+//! The modules mirror the Kubernetes architecture diagram: one module per component, each opening
+//! with a short note on what the component does in the cluster.
+//!
+//! - [`etcd`]: the etcd-compatible store (the real etcd v3 gRPC API on redb), where all cluster state lives.
+//! - [`cli`]: the command line — user verbs and component entry points of the multi-call binary.
+
+pub mod cli;
+pub mod etcd;
