@@ -134,6 +134,7 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Job>) {
 }
 
 fn apply_batch(store: &Store, jobs: Vec<Job>) {
+    let started = std::time::Instant::now();
     let start_rev = store.current();
     let mut revs: Vec<RevEvents> = Vec::new();
     let mut results = Vec::with_capacity(jobs.len());
@@ -179,6 +180,11 @@ fn apply_batch(store: &Store, jobs: Vec<Job>) {
     });
     match outcome {
         Ok(cur) => {
+            tracing::trace!(
+                requests = jobs.len(),
+                micros = started.elapsed().as_micros() as u64,
+                "batch committed"
+            );
             store.publish(cur, revs, applied);
             for (job, r) in jobs.into_iter().zip(results) {
                 let _ = job.reply.send(r);
