@@ -165,13 +165,21 @@ impl Index {
     }
 
     /// Visits every key in `range` (in key order) with its index.
-    pub fn visit<'s>(
+    pub fn visit<'s>(&'s self, range: KeyRange<'_>, f: impl FnMut(&'s [u8], &'s KeyIndex) -> bool) {
+        self.visit_after(range, None, f)
+    }
+
+    /// Like [`Index::visit`], starting after the key `after` (to resume a visit in chunks).
+    pub fn visit_after<'s>(
         &'s self,
         range: KeyRange<'_>,
+        after: Option<&[u8]>,
         mut f: impl FnMut(&'s [u8], &'s KeyIndex) -> bool,
     ) {
         if range.is_single() {
-            if let Some((k, ki)) = self.keys.get_key_value(range.start) {
+            if after.is_none()
+                && let Some((k, ki)) = self.keys.get_key_value(range.start)
+            {
                 f(k, ki);
             }
             return;
@@ -179,7 +187,11 @@ impl Index {
         if range.is_empty() {
             return;
         }
-        for (k, ki) in self.keys.range::<[u8], _>(range.bounds()) {
+        let (mut lo, hi) = range.bounds();
+        if let Some(a) = after {
+            lo = Bound::Excluded(a);
+        }
+        for (k, ki) in self.keys.range::<[u8], _>((lo, hi)) {
             if !f(k, ki) {
                 break;
             }

@@ -184,14 +184,31 @@ impl Store {
     }
 
     /// KV.Range outside a transaction.
+    ///
+    /// The index is walked in chunks, releasing its lock in between, so that ranging over a large
+    /// store never holds up the writer for long.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
-        let (picked, view, current) = {
+        const CHUNK: usize = 8192;
+        let mut picked = Picked {
+            revs: Vec::new(),
+            count: 0,
+        };
+        let (at, view, current, mut resume) = {
             let index = self.index.read();
             let current = self.current();
             let at = self.resolve_rev(req.revision, current)?;
             let view = self.backend.read()?;
-            (pick(&index, req, at), view, current)
+            let resume = pick_chunk(&index, req, at, &mut picked, None, CHUNK);
+            (at, view, current, resume)
         };
+        while let Some(after) = resume {
+            let index = self.index.read();
+            if at < self.compacted() {
+                // Compacted past the revision being read while the lock was let go.
+                return Err(EtcdError::Compacted);
+            }
+            resume = pick_chunk(&index, req, at, &mut picked, Some(&after), CHUNK);
+        }
         let table = view.txn.open_table(KV).map_err(StorageError::from)?;
         let mut resp = fetch(&table, req, picked)?;
         resp.header = Some(self.header(current));
@@ -332,6 +349,24 @@ fn has_filters(req: &RangeRequest) -> bool {
 
 /// Picks the revisions a range reads, as of revision `at` (etcd's `rangeKeys`).
 pub(crate) fn pick(index: &Index, req: &RangeRequest, at: i64) -> Picked {
+    let mut picked = Picked {
+        revs: Vec::new(),
+        count: 0,
+    };
+    pick_chunk(index, req, at, &mut picked, None, usize::MAX);
+    picked
+}
+
+/// Picks up to `budget` keys of a range, starting after `after`; returns the key to resume
+/// after when the budget ran out before the range did.
+pub(crate) fn pick_chunk(
+    index: &Index,
+    req: &RangeRequest,
+    at: i64,
+    picked: &mut Picked,
+    after: Option<&[u8]>,
+    budget: usize,
+) -> Option<Vec<u8>> {
     let range = KeyRange::new(&req.key, &req.range_end);
     let fetch_all = req.sort_order != SortOrder::None as i32 || has_filters(req);
     let want = if req.count_only {
@@ -341,16 +376,25 @@ pub(crate) fn pick(index: &Index, req: &RangeRequest, at: i64) -> Picked {
     } else {
         req.limit as usize + 1
     };
-    let mut revs = Vec::new();
-    let mut count = 0i64;
-    index.range_at(range, at, |_, rev| {
-        count += 1;
-        if revs.len() < want {
-            revs.push(rev);
+    let mut visited = 0usize;
+    let mut last: Option<&[u8]> = None;
+    let mut more = false;
+    index.visit_after(range, after, |k, ki| {
+        if visited == budget {
+            more = true;
+            return false;
+        }
+        visited += 1;
+        last = Some(k);
+        if let Some(rev) = ki.get(at) {
+            picked.count += 1;
+            if picked.revs.len() < want {
+                picked.revs.push(rev);
+            }
         }
         true
     });
-    Picked { revs, count }
+    if more { last.map(<[u8]>::to_vec) } else { None }
 }
 
 /// Fetches picked revisions and applies filters, sort, limit and keys_only.
