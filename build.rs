@@ -10,7 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["proto"],
     )?;
 
+    // The etcd codec adds etcd's request-size and txn-nesting checks to prost (src/etcd/codec.rs).
     tonic_prost_build::configure()
+        .codec_path("crate::etcd::codec::EtcdCodec")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

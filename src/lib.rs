@@ -4,7 +4,9 @@
 //! with a short note on what the component does in the cluster.
 //!
 //! - [`etcd`]: the etcd-compatible store (the real etcd v3 gRPC API on redb), where all cluster state lives.
+//! - [`bench`]: benchmarks of minik's components against the real ones (`minik bench …`).
 //! - [`cli`]: the command line — user verbs and component entry points of the multi-call binary.
 
+pub mod bench;
 pub mod cli;
 pub mod etcd;

@@ -218,7 +218,8 @@ fn corrupt_or_truncated_images_are_refused_and_change_nothing() {
         None,
     ));
 
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<u8>)>)> = vec![
+    type Damage = Box<dyn FnOnce(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Damage)> = vec![
         (
             "truncated",
             Box::new(|d: &mut Vec<u8>| d.truncate(d.len() / 2)),

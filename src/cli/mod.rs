@@ -4,6 +4,7 @@
 //! starts a component it sets argv[0] to the Kubernetes name (`etcd`, …), and the binary runs that
 //! component, so `ps` shows a Kubernetes control plane.
 
+mod bench;
 mod etcd;
 
 use std::ffi::OsString;
@@ -34,6 +35,9 @@ pub enum Command {
     /// The etcd-compatible store: serve it, inspect and restore snapshots.
     #[command(subcommand)]
     Etcd(etcd::EtcdCommand),
+    /// Benchmarks against the real components, printed as Markdown tables.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// The component a multi-call name stands for, as the arguments `minik` would take.
@@ -72,6 +76,7 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log_level);
     let result = match cli.command {
         Command::Etcd(cmd) => etcd::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -10,9 +10,10 @@
 //! - [`lease`]: leases and their expiry;
 //! - [`server`]: the gRPC services and `minik etcd serve`;
 //! - [`snapshot`]: snapshot images (save, status, restore);
-//! - [`error`]: etcd's error messages and codes;
+//! - [`error`]: etcd's error messages and codes; [`codec`]: the gRPC codec with etcd's request checks;
 //! - [`proto`]: the etcd v3 API generated from `proto/etcd/*.proto`.
 
+pub mod codec;
 pub mod error;
 pub mod lease;
 pub mod mvcc;

@@ -127,7 +127,7 @@ fn write_image(backend: &Backend, w: &mut impl Write) -> Result<(), ImageError> 
         .unwrap_or(1);
     let compact = meta_get(&meta, META_COMPACT_REV)
         .map_err(ImageError::Storage)?
-        .unwrap_or(0);
+        .unwrap_or(-1);
     let raft = meta_get(&meta, META_RAFT_INDEX)
         .map_err(ImageError::Storage)?
         .unwrap_or(0);

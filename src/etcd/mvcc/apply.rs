@@ -204,9 +204,9 @@ impl Apply<'_, '_> {
 
     fn compare(&self, c: &Compare) -> Result<bool, EtcdError> {
         let kvs = self.range_kvs(&c.key, &c.range_end)?;
-        let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
+        let target = CompareTarget::try_from(c.target).ok();
         if kvs.is_empty() {
-            if target == CompareTarget::Value {
+            if target == Some(CompareTarget::Value) {
                 // A missing key has no value to compare: always false, as in etcd.
                 return Ok(false);
             }
@@ -387,19 +387,36 @@ fn branch(t: &TxnRequest, ok: bool) -> &[RequestOp] {
     if ok { &t.success } else { &t.failure }
 }
 
-fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+/// etcd's `compareKV`: the compared value comes from the union member matching the target (a
+/// mismatched member counts as 0 or empty); an unknown target compares equal.
+fn compare_kv(c: &Compare, target: Option<CompareTarget>, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let tu = c.target_union.as_ref();
     let ord = match target {
-        CompareTarget::Value => {
-            let v: &[u8] = match &c.target_union {
+        Some(CompareTarget::Value) => {
+            let v: &[u8] = match tu {
                 Some(TargetUnion::Value(v)) => v,
                 _ => &[],
             };
             kv.value.as_slice().cmp(v)
         }
-        CompareTarget::Create => kv.create_revision.cmp(&int_target(c)),
-        CompareTarget::Mod => kv.mod_revision.cmp(&int_target(c)),
-        CompareTarget::Version => kv.version.cmp(&int_target(c)),
-        CompareTarget::Lease => kv.lease.cmp(&int_target(c)),
+        Some(CompareTarget::Create) => kv.create_revision.cmp(&match tu {
+            Some(TargetUnion::CreateRevision(v)) => *v,
+            _ => 0,
+        }),
+        Some(CompareTarget::Mod) => kv.mod_revision.cmp(&match tu {
+            Some(TargetUnion::ModRevision(v)) => *v,
+            _ => 0,
+        }),
+        Some(CompareTarget::Version) => kv.version.cmp(&match tu {
+            Some(TargetUnion::Version(v)) => *v,
+            _ => 0,
+        }),
+        Some(CompareTarget::Lease) => kv.lease.cmp(&match tu {
+            Some(TargetUnion::Lease(v)) => *v,
+            _ => 0,
+        }),
+        None => Ordering::Equal,
     };
     match CompareResult::try_from(c.result) {
         Ok(CompareResult::Equal) => ord.is_eq(),
@@ -407,16 +424,6 @@ fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
         Ok(CompareResult::Greater) => ord.is_gt(),
         Ok(CompareResult::Less) => ord.is_lt(),
         Err(_) => true,
-    }
-}
-
-fn int_target(c: &Compare) -> i64 {
-    match c.target_union {
-        Some(TargetUnion::Version(v))
-        | Some(TargetUnion::CreateRevision(v))
-        | Some(TargetUnion::ModRevision(v))
-        | Some(TargetUnion::Lease(v)) => v,
-        _ => 0,
     }
 }
 

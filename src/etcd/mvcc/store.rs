@@ -61,7 +61,8 @@ impl Store {
             let view = backend.read()?;
             let meta = view.txn.open_table(META)?;
             current = meta_get(&meta, META_CURRENT_REV)?.unwrap_or(1);
-            compacted = meta_get(&meta, META_COMPACT_REV)?.unwrap_or(0);
+            // -1 until the first compaction, as etcd's compactMainRev: compacting at 0 is allowed.
+            compacted = meta_get(&meta, META_COMPACT_REV)?.unwrap_or(-1);
             raft_index = meta_get(&meta, META_RAFT_INDEX)?.unwrap_or(0);
             cluster_id = meta_get(&meta, META_CLUSTER_ID)?;
             member_id = meta_get(&meta, META_MEMBER_ID)?;
@@ -131,7 +132,7 @@ impl Store {
         self.current.load(Ordering::Acquire)
     }
 
-    /// The revision history was compacted at (0 when never).
+    /// The revision history was compacted at (-1 when never).
     pub fn compacted(&self) -> i64 {
         self.compacted.load(Ordering::Acquire)
     }

@@ -19,7 +19,6 @@ use anyhow::{Context, bail};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use super::error::{GRPC_OVERHEAD_BYTES, MAX_REQUEST_BYTES};
 use super::mvcc::{Store, Writer};
 use super::proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
@@ -140,7 +139,8 @@ pub async fn serve(
         if tls && let Some(files) = &config.tls {
             builder = builder.tls_config(tls_config(files)?)?;
         }
-        let limit = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES;
+        // tonic's own limit sits far above etcd's, so that the codec gives etcd's error instead.
+        let limit = 64 << 20;
         let (health, health_svc) = tonic_health::server::health_reporter();
         health.set_serving::<KvServer<EtcdService>>().await;
         let router = builder

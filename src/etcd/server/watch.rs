@@ -85,14 +85,18 @@ impl Session {
         self.watchers.values().any(|w| w.next <= cur)
     }
 
-    async fn create(&mut self, c: WatchCreateRequest) -> Result<(), Closed> {
+    async fn create(&mut self, mut c: WatchCreateRequest) -> Result<(), Closed> {
         let cur = self.store.current();
+        if c.key.is_empty() {
+            // As etcd: "\0" is the smallest key.
+            c.key = vec![0];
+        }
         let mut resp = self.response(c.watch_id, cur);
         resp.created = true;
         if !c.range_end.is_empty() && c.range_end != [0] && c.key >= c.range_end {
             resp.watch_id = -1;
             resp.canceled = true;
-            resp.cancel_reason = "watcher range is empty".into();
+            resp.cancel_reason = "mvcc: watcher range is empty".into();
             return self.send(resp).await;
         }
         let id = if c.watch_id != 0 {
@@ -119,7 +123,7 @@ impl Session {
         self.send(resp).await?;
         let compacted = self.store.compacted();
         if next <= cur && next < compacted {
-            return self.send_compacted(id, cur, compacted).await;
+            return self.send_compacted(id, compacted).await;
         }
         self.watchers.insert(
             id,
@@ -139,11 +143,12 @@ impl Session {
         Ok(())
     }
 
-    async fn send_compacted(&self, id: i64, cur: i64, compacted: i64) -> Result<(), Closed> {
-        let mut resp = self.response(id, cur);
+    /// etcd's answer to a watcher whose start revision was compacted: cancelled, with the
+    /// compacted revision (and, as etcd sends it, header revision 0 and no reason text).
+    async fn send_compacted(&self, id: i64, compacted: i64) -> Result<(), Closed> {
+        let mut resp = self.response(id, 0);
         resp.canceled = true;
         resp.compact_revision = compacted;
-        resp.cancel_reason = EtcdError::Compacted.to_string();
         self.send(resp).await
     }
 
@@ -168,7 +173,7 @@ impl Session {
             .collect();
         for id in lagging {
             self.watchers.remove(&id);
-            self.send_compacted(id, cur, compacted).await?;
+            self.send_compacted(id, compacted).await?;
         }
         let Some(from) = self
             .watchers
