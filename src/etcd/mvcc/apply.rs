@@ -106,6 +106,10 @@ impl Apply<'_, '_> {
     }
 
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, EtcdError> {
+        // As etcd: the requested lease is checked before the key an ignore_* flag needs.
+        if req.lease != 0 && !self.lessor.contains(req.lease) {
+            return Err(EtcdError::LeaseNotFound);
+        }
         let prev = if req.ignore_value || req.ignore_lease || req.prev_kv {
             self.latest(&req.key)?
         } else {
@@ -234,36 +238,75 @@ impl Apply<'_, '_> {
         Ok(())
     }
 
-    /// Checks the requests on the chosen path before anything changes, so that a txn either
-    /// applies whole or not at all (etcd's `checkRequests`).
-    fn check_path(&self, t: &TxnRequest, path: &[bool], pos: &mut usize) -> Result<(), EtcdError> {
+    /// The requests on the chosen path, in the order they will run.
+    fn path_ops<'r>(
+        t: &'r TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+        out: &mut Vec<&'r RequestOp>,
+    ) {
         let ok = path.get(*pos).copied().unwrap_or(false);
         *pos += 1;
         for op in branch(t, ok) {
             match &op.request {
-                Some(request_op::Request::RequestPut(p)) => {
-                    if p.lease != 0 && !self.lessor.contains(p.lease) {
-                        return Err(EtcdError::LeaseNotFound);
-                    }
-                    if (p.ignore_value || p.ignore_lease) && self.latest(&p.key)?.is_none() {
-                        return Err(EtcdError::KeyNotFound);
-                    }
-                }
-                Some(request_op::Request::RequestRange(r)) => {
-                    if r.revision > self.begin {
-                        return Err(EtcdError::FutureRev);
-                    }
-                    if r.revision > 0 && r.revision < self.store.compacted() {
-                        return Err(EtcdError::Compacted);
-                    }
-                }
                 Some(request_op::Request::RequestTxn(inner)) => {
-                    self.check_path(inner, path, pos)?
+                    Self::path_ops(inner, path, pos, out)
+                }
+                Some(_) => out.push(op),
+                None => {}
+            }
+        }
+    }
+
+    /// Checks the requests on the chosen path before anything changes, so that a txn either
+    /// applies whole or not at all (etcd's `checkRequests`: every put first, then every range).
+    ///
+    /// A put with `ignore_value`/`ignore_lease` needs its key to exist when it runs; the check
+    /// follows the txn's own earlier puts and deletes, so that a txn deleting the key first is
+    /// refused up front instead of failing half-applied (etcd 3.4 crashes on such a txn).
+    fn check_path(&self, t: &TxnRequest, path: &[bool]) -> Result<(), EtcdError> {
+        let mut ops = Vec::new();
+        Self::path_ops(t, path, &mut 0, &mut ops);
+        for (i, op) in ops.iter().enumerate() {
+            if let Some(request_op::Request::RequestPut(p)) = &op.request {
+                if (p.ignore_value || p.ignore_lease) && !self.exists_after(&p.key, &ops[..i])? {
+                    return Err(EtcdError::KeyNotFound);
+                }
+                if p.lease != 0 && !self.lessor.contains(p.lease) {
+                    return Err(EtcdError::LeaseNotFound);
+                }
+            }
+        }
+        for op in &ops {
+            if let Some(request_op::Request::RequestRange(r)) = &op.request {
+                if r.revision == 0 {
+                    continue;
+                }
+                if r.revision > self.begin {
+                    return Err(EtcdError::FutureRev);
+                }
+                if r.revision < self.store.compacted() {
+                    return Err(EtcdError::Compacted);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `key` exists once the ops `before` (earlier in the same txn) have run.
+    fn exists_after(&self, key: &[u8], before: &[&RequestOp]) -> Result<bool, EtcdError> {
+        for op in before.iter().rev() {
+            match &op.request {
+                Some(request_op::Request::RequestPut(p)) if p.key == key => return Ok(true),
+                Some(request_op::Request::RequestDeleteRange(d))
+                    if KeyRange::new(&d.key, &d.range_end).contains(key) =>
+                {
+                    return Ok(false);
                 }
                 _ => {}
             }
         }
-        Ok(())
+        Ok(self.latest(key)?.is_some())
     }
 
     fn exec_path(
@@ -307,7 +350,7 @@ impl Apply<'_, '_> {
     pub fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, EtcdError> {
         let mut path = Vec::new();
         self.txn_path(t, &mut path)?;
-        self.check_path(t, &path, &mut 0)?;
+        self.check_path(t, &path)?;
         let mut resp = self.exec_path(t, &path, &mut 0)?;
         resp.header = header(self.read_rev());
         Ok(resp)

@@ -73,3 +73,62 @@ mod tests {
         assert_eq!(limited.header.unwrap().revision, 20_001);
     }
 }
+
+#[cfg(test)]
+mod perf_probe {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::etcd::proto::etcdserverpb::PutRequest;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn writer_cpu_per_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let writer = Writer::start(store.clone());
+        let n = 200_000u64;
+        let start = std::time::Instant::now();
+        let cpu0 = cpu();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..512u64 {
+            let w = writer.clone();
+            tasks.spawn(async move {
+                let mut x = c.wrapping_mul(0x9E3779B97F4A7C15);
+                for _ in 0..n / 512 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let mut key = format!("/etcdctl-check-perf/{x:016x}").into_bytes();
+                    key.resize(256, b'k');
+                    w.submit(WriteOp::Put(PutRequest {
+                        key,
+                        value: vec![b'v'; 1024],
+                        ..Default::default()
+                    }))
+                    .await
+                    .unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        let el = start.elapsed();
+        let cpu1 = cpu();
+        println!(
+            "{} puts in {:?} = {:.0}/s; process cpu {:.2}s = {:.1} us/put",
+            n,
+            el,
+            n as f64 / el.as_secs_f64(),
+            cpu1 - cpu0,
+            (cpu1 - cpu0) * 1e6 / n as f64
+        );
+    }
+
+    fn cpu() -> f64 {
+        let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    }
+}

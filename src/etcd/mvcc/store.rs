@@ -226,17 +226,24 @@ impl Store {
         Ok(self.range(&req)?.kvs.into_iter().next())
     }
 
-    /// The previous value of each event's key, for watchers that asked for prev_kv.
+    /// The previous value of each event's key, for watchers that asked for prev_kv — as etcd
+    /// computes it: the key's value at the revision before the event, except for a put that
+    /// created the key (none), and none once that revision is compacted.
     pub fn fill_prev_kvs(&self, events: &mut [Event]) -> Result<(), EtcdError> {
         let (revs, view) = {
             let index = self.index.read();
+            let compacted = self.compacted();
             let revs: Vec<Option<Rev>> = events
                 .iter()
                 .map(|e| {
-                    // A key changes at most once per revision, so its previous value is the
-                    // latest one strictly before the event's revision.
                     let kv = e.kv.as_ref()?;
-                    index.key(&kv.key)?.get_before(Rev::new(kv.mod_revision, 0))
+                    let created =
+                        e.r#type == EventType::Put as i32 && kv.create_revision == kv.mod_revision;
+                    let before = kv.mod_revision - 1;
+                    if created || before < compacted {
+                        return None;
+                    }
+                    index.key(&kv.key)?.get(before)
                 })
                 .collect();
             (revs, self.backend.read()?)
@@ -260,7 +267,11 @@ impl Store {
         to: i64,
         max_revs: usize,
     ) -> Result<Vec<Arc<RevEvents>>, EtcdError> {
-        if let Some(revs) = self.events.read(from, to, max_revs) {
+        // The log holds every event, but history at the compacted revision itself is only what
+        // compaction kept (no tombstones): read that from the backend, as etcd does.
+        if from > self.compacted()
+            && let Some(revs) = self.events.read(from, to, max_revs)
+        {
             return Ok(revs);
         }
         let view = self.backend.read()?;

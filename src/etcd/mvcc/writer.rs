@@ -158,6 +158,13 @@ fn apply_batch(store: &Store, jobs: Vec<Job>) {
                     events: Vec::new(),
                 };
                 let r = apply_one(&mut ap, &job.op);
+                if r.is_err() && ap.sub > 0 {
+                    // Requests are checked before they change anything, so this cannot happen;
+                    // if it did, committing would make a failed request half-applied. Stop
+                    // without committing: the store restarts from its last durable state.
+                    tracing::error!("a request failed after changing the store: {r:?}");
+                    std::process::exit(70);
+                }
                 if ap.sub > 0 {
                     cur += 1;
                     revs.push(RevEvents::new(cur, std::mem::take(&mut ap.events)));

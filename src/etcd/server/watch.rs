@@ -184,7 +184,7 @@ impl Session {
         else {
             return Ok(());
         };
-        let revs = if from >= self.store.events.covered_from() {
+        let revs = if from >= self.store.events.covered_from() && from > compacted {
             self.store.events_between(from, cur, STEP_REVS)
         } else {
             let store = self.store.clone();
