@@ -5,6 +5,7 @@
 //! - [`lease`]: leases, keep-alives and expiry;
 //! - [`maintenance`]: Status, Snapshot, Defragment, Alarm, Hash/HashKV and the Cluster service.
 
+pub mod h2fix;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
@@ -162,7 +163,11 @@ pub async fn serve(
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(usize::MAX),
             );
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Plaintext connections go through h2fix, which repairs etcdctl's `http://` authorities.
+        let incoming = tokio_stream::StreamExt::map(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            move |conn| conn.map(|io| h2fix::H2Fix::new(io, !tls)),
+        );
         let mut stop = stop_rx.clone();
         tracing::info!("serving client requests on {url}");
         servers.spawn(async move {
