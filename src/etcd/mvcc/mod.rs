@@ -73,4 +73,3 @@ mod tests {
         assert_eq!(limited.header.unwrap().revision, 20_001);
     }
 }
-
