@@ -22,10 +22,6 @@ use crate::etcd::proto::etcdserverpb::{
 
 /// The most requests applied in one commit.
 pub const MAX_BATCH: usize = 2048;
-/// Batch sizes at which the writer lingers for more requests before committing.
-const LINGER_FROM: usize = 3;
-const LINGER_UNTIL: usize = 64;
-const LINGER: std::time::Duration = std::time::Duration::from_micros(250);
 
 #[derive(Debug)]
 pub enum WriteOp {
@@ -123,28 +119,18 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Job>) {
             continue;
         }
         let mut jobs = vec![first];
-        pending = drain(&mut rx, &mut jobs);
-        if pending.is_none() && (LINGER_FROM..LINGER_UNTIL).contains(&jobs.len()) {
-            // Under load (several requests arrived during the last commit), wait a moment for
-            // more: one fsync for twice the requests costs less CPU per request. A lone client
-            // never waits here.
-            std::thread::sleep(LINGER);
-            pending = drain(&mut rx, &mut jobs);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) if j.op.outside_txn() => {
+                    pending = Some(j);
+                    break;
+                }
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
         }
         apply_batch(&store, jobs);
     }
-}
-
-/// Takes every waiting request (up to [`MAX_BATCH`]); returns one that must run on its own.
-fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) -> Option<Job> {
-    while jobs.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(j) if j.op.outside_txn() => return Some(j),
-            Ok(j) => jobs.push(j),
-            Err(_) => break,
-        }
-    }
-    None
 }
 
 fn apply_batch(store: &Store, jobs: Vec<Job>) {
