@@ -216,16 +216,6 @@ impl Store {
         Ok(resp)
     }
 
-    /// The value of `key` as of revision `at` (None when absent or compacted away).
-    pub fn get_at(&self, key: &[u8], at: i64) -> Result<Option<KeyValue>, EtcdError> {
-        let req = RangeRequest {
-            key: key.to_vec(),
-            revision: at,
-            ..Default::default()
-        };
-        Ok(self.range(&req)?.kvs.into_iter().next())
-    }
-
     /// The previous value of each event's key, for watchers that asked for prev_kv — as etcd
     /// computes it: the key's value at the revision before the event, except for a put that
     /// created the key (none), and none once that revision is compacted.

@@ -92,8 +92,7 @@ impl EventLog {
         )
     }
 
-    /// Forgets everything (after a restore or defragment nothing changes, but a compaction below
-    /// the covered revision does not matter either: compacted reads are refused before the log).
+    /// The oldest revision the log still holds in full; older ones are read from the backend.
     pub fn covered_from(&self) -> i64 {
         self.log.read().covered_from
     }
