@@ -226,13 +226,7 @@ fn read_image(path: &Path) -> Result<(Image, Status), SnapshotError> {
                 let len = r.u32().ok_or_else(|| bad("kv record cut short"))? as usize;
                 let bytes = r.take(len).ok_or_else(|| bad("kv record cut short"))?;
                 let rec = decode_record((main, sub), bytes).map_err(|e| bad(&e.0))?;
-                index.restore(
-                    &rec.kv.key,
-                    rec.rev,
-                    rec.tombstone,
-                    rec.kv.create_revision,
-                    rec.kv.version,
-                );
+                index.restore_record(&rec);
                 img.kvs.push(((main, sub), bytes.to_vec()));
             }
             TAG_LEASE => {

@@ -277,6 +277,17 @@ impl Index {
         }
     }
 
+    /// [`Index::restore`] from a decoded backend record.
+    pub fn restore_record(&mut self, rec: &super::backend::Record) {
+        self.restore(
+            &rec.kv.key,
+            rec.rev,
+            rec.tombstone,
+            rec.kv.create_revision,
+            rec.kv.version,
+        );
+    }
+
     /// Drops history below `compact` (see [`KeyIndex`]); returns the revisions the backend may free.
     pub fn compact(&mut self, compact: i64) -> Vec<Rev> {
         let mut removed = Vec::new();

@@ -78,13 +78,7 @@ impl Store {
             for row in kv.iter()? {
                 let (k, v) = row?;
                 let rec = decode_record(k.value(), v.value())?;
-                index.restore(
-                    &rec.kv.key,
-                    rec.rev,
-                    rec.tombstone,
-                    rec.kv.create_revision,
-                    rec.kv.version,
-                );
+                index.restore_record(&rec);
             }
             // Re-attach live keys to their leases.
             index.visit(KeyRange::new(&[0], &[0]), |_, ki| {
