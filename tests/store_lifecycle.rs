@@ -95,7 +95,8 @@ async fn leases_survive_a_restart_with_the_time_they_had_left() {
         .into_inner();
     assert_eq!(ttl.granted_ttl, 60);
     assert!(
-        (55..=58).contains(&ttl.ttl),
+        // At least 1.5 s passed while it was down: a TTL reset on restart would read 59 or 60.
+        (40..=58).contains(&ttl.ttl),
         "the lease kept its remaining time, not a fresh TTL: {}",
         ttl.ttl
     );
