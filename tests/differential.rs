@@ -65,8 +65,11 @@
 //! Run: `cargo test --test differential -- --nocapture` (about 10 s).
 
 mod common;
+mod grpc_util;
 
 use std::fmt::Write as _;
+
+use grpc_util::prefix_end;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -493,17 +496,6 @@ fn strip_ignore_flags(t: &mut TxnRequest) {
             _ => {}
         }
     }
-}
-
-fn prefix_end(p: &[u8]) -> Vec<u8> {
-    let mut end = p.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 impl Gen {

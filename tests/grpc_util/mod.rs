@@ -1,6 +1,6 @@
 //! Small helpers for driving an etcd v3 server over gRPC with minik's generated tonic clients:
-//! connecting (plain or mutual TLS) and building requests. Shared by `crash_safety.rs` and
-//! `bad_input.rs` (`mod grpc_util;`).
+//! connecting (plain or mutual TLS) and building requests. Shared by `crash_safety.rs`,
+//! `bad_input.rs` and `differential.rs` (`mod grpc_util;`).
 #![allow(dead_code)]
 
 use std::path::Path;
