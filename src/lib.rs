@@ -4,9 +4,11 @@
 //! with a short note on what the component does in the cluster.
 //!
 //! - [`etcd`]: the etcd-compatible store (the real etcd v3 gRPC API on redb), where all cluster state lives.
+//! - [`apiserver`]: kube-apiserver, the front door of the control plane (in progress: its etcd storage layer).
 //! - [`bench`]: benchmarks of minik's components against the real ones (`minik bench …`).
 //! - [`cli`]: the command line — user verbs and component entry points of the multi-call binary.
 
+pub mod apiserver;
 pub mod bench;
 pub mod cli;
 pub mod etcd;

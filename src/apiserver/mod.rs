@@ -1,0 +1,12 @@
+//! **kube-apiserver** — the front door of the control plane.
+//!
+//! Every request from kubectl and from every component goes through the API server: it
+//! authenticates, validates, defaults and stores objects in etcd, and serves the watches that
+//! drive the whole cluster. It is the only component that talks to the store.
+//!
+//! Built so far (issue 3 is under way):
+//! - [`storage`]: Kubernetes objects in etcd — the `/registry/...` key layout, create/update/delete
+//!   guarded by resourceVersion, paged lists with continue tokens, watches from a resourceVersion —
+//!   over the etcd v3 API only, so it runs on minik's store and on a real etcd alike.
+
+pub mod storage;
