@@ -122,9 +122,15 @@ pub async fn serve(
         }
         // A plain bind first: it fails if anything (another store sharing the port through
         // SO_REUSEPORT included) is already listening there.
-        drop(std::net::TcpListener::bind(addr).with_context(|| {
-            format!("cannot listen on {addr} ({url}): is another etcd already using it?")
-        })?);
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                bail!(
+                    "cannot listen on {url}: {}; stop it or pass another --listen-client-urls",
+                    crate::cluster::ports::in_use_message(addr.port())
+                );
+            }
+            return Err(e).with_context(|| format!("cannot listen on {addr} ({url})"));
+        }
         for _ in 0..serving_threads() {
             let listener = reuseport_listener(addr).with_context(|| {
                 format!("cannot listen on {addr} ({url}): is another etcd already using it?")
