@@ -5,8 +5,16 @@
 //! drive the whole cluster. It is the only component that talks to the store.
 //!
 //! Built so far (issue 3 is under way):
+//! - [`server`]: HTTPS with client-certificate authentication (CN user, O groups), the REST
+//!   verbs (get, list, create, update, delete, watch) and legacy discovery;
+//! - [`resources`]: the served types (core/v1 namespaces and configmaps so far) and their names;
 //! - [`storage`]: Kubernetes objects in etcd — the `/registry/...` key layout, create/update/delete
 //!   guarded by resourceVersion, paged lists with continue tokens, watches from a resourceVersion —
-//!   over the etcd v3 API only, so it runs on minik's store and on a real etcd alike.
+//!   over the etcd v3 API only, so it runs on minik's store and on a real etcd alike;
+//! - [`status`]: `Status` errors as kubectl reads them; [`selector`]: label selectors.
 
+pub mod resources;
+pub mod selector;
+pub mod server;
+pub mod status;
 pub mod storage;

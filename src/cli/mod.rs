@@ -4,6 +4,7 @@
 //! starts a component it sets argv[0] to the Kubernetes name (`etcd`, …), and the binary runs that
 //! component, so `ps` shows a Kubernetes control plane.
 
+mod apiserver;
 mod bench;
 mod etcd;
 
@@ -38,6 +39,8 @@ pub enum Command {
     /// Benchmarks against the real components, printed as Markdown tables.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run the Kubernetes API server (the process the supervisor runs as `kube-apiserver`).
+    Apiserver(apiserver::ApiServerArgs),
 }
 
 /// The component a multi-call name stands for, as the arguments `minik` would take.
@@ -51,6 +54,7 @@ fn multicall_args(args: Vec<OsString>) -> Vec<OsString> {
         .unwrap_or_default();
     let prefix: &[&str] = match name.as_str() {
         "etcd" => &["minik", "etcd", "serve"],
+        "kube-apiserver" => &["minik", "apiserver"],
         _ => return args,
     };
     prefix
@@ -77,6 +81,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Etcd(cmd) => etcd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Apiserver(a) => apiserver::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,122 @@
+//! Label selectors as `?labelSelector=` carries them: `a=b`, `a==b`, `a!=b`, `a`, `!a`,
+//! `a in (x,y)`, `a notin (x,y)`, comma-separated (all must hold).
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Req {
+    Eq(String, String),
+    NotEq(String, String),
+    Exists(String),
+    NotExists(String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    reqs: Vec<Req>,
+}
+
+/// Splits on commas that are not inside parentheses.
+fn split_top(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+fn set(values: &str) -> Result<Vec<String>, String> {
+    let inner = values
+        .trim()
+        .strip_prefix('(')
+        .and_then(|v| v.strip_suffix(')'))
+        .ok_or_else(|| format!("expected a parenthesised set, got {values:?}"))?;
+    Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
+}
+
+impl Selector {
+    pub fn parse(s: &str) -> Result<Selector, String> {
+        let mut reqs = Vec::new();
+        for part in split_top(s) {
+            let p = part.trim();
+            if p.is_empty() {
+                continue;
+            }
+            let req = if let Some((k, v)) = p.split_once("!=") {
+                Req::NotEq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = p.split_once("==") {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = p.split_once('=') {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = p.split_once(" notin ") {
+                Req::NotIn(k.trim().into(), set(v)?)
+            } else if let Some((k, v)) = p.split_once(" in ") {
+                Req::In(k.trim().into(), set(v)?)
+            } else if let Some(k) = p.strip_prefix('!') {
+                Req::NotExists(k.trim().into())
+            } else {
+                Req::Exists(p.into())
+            };
+            let key = match &req {
+                Req::Eq(k, _)
+                | Req::NotEq(k, _)
+                | Req::Exists(k)
+                | Req::NotExists(k)
+                | Req::In(k, _)
+                | Req::NotIn(k, _) => k,
+            };
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                return Err(format!("unable to parse requirement: {p:?}"));
+            }
+            reqs.push(req);
+        }
+        Ok(Selector { reqs })
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.reqs.iter().all(|r| match r {
+            Req::Eq(k, v) => labels.get(k) == Some(v),
+            Req::NotEq(k, v) => labels.get(k) != Some(v),
+            Req::Exists(k) => labels.contains_key(k),
+            Req::NotExists(k) => !labels.contains_key(k),
+            Req::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+            Req::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operators() {
+        let l: BTreeMap<String, String> = [
+            ("app".to_string(), "x".to_string()),
+            ("tier".into(), "db".into()),
+        ]
+        .into();
+        let yes = |s: &str| Selector::parse(s).unwrap().matches(&l);
+        assert!(yes("app=x"));
+        assert!(yes("app==x,tier"));
+        assert!(!yes("app!=x"));
+        assert!(yes("!missing"));
+        assert!(yes("tier in (db,web)"));
+        assert!(!yes("tier notin (db)"));
+        assert!(yes("missing notin (a,b)"));
+        assert!(Selector::parse("a b").is_err());
+        assert!(Selector::parse("x in a,b").is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! `Status`: how the API server says no, shaped exactly as kubectl and client-go read it
+//! (`kind: Status`, `status: Failure`, a `reason`, a `code`, `details` naming the object and, for
+//! validation errors, one `cause` per bad field).
+
+use serde_json::{Value, json};
+
+/// An API error: the HTTP code, the machine-readable reason and the message a user reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+/// One invalid field of a 422 Invalid answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub value: String,
+    pub detail: String,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    fn with_details(mut self, group: &str, kind: &str, name: &str) -> ApiError {
+        let mut d = json!({ "name": name, "kind": kind });
+        if !group.is_empty() {
+            d["group"] = json!(group);
+        }
+        self.details = Some(d);
+        self
+    }
+
+    /// 404: `configmaps "x" not found`.
+    pub fn not_found(group: &str, resource: &str, name: &str) -> ApiError {
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, resource)),
+        )
+        .with_details(group, resource, name)
+    }
+
+    /// 409: `configmaps "x" already exists`.
+    pub fn already_exists(group: &str, resource: &str, name: &str) -> ApiError {
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, resource)),
+        )
+        .with_details(group, resource, name)
+    }
+
+    /// 409: the object changed since the client read it.
+    pub fn conflict(group: &str, resource: &str, name: &str) -> ApiError {
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                qualified(group, resource)
+            ),
+        )
+        .with_details(group, resource, name)
+    }
+
+    /// 422: `ConfigMap "Bad" is invalid: metadata.name: Invalid value: …`.
+    pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> ApiError {
+        let list: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: Invalid value: \"{}\": {}", e.field, e.value, e.detail))
+            .collect();
+        let message = if list.len() == 1 {
+            format!("{kind} \"{name}\" is invalid: {}", list[0])
+        } else {
+            format!("{kind} \"{name}\" is invalid: [{}]", list.join(", "))
+        };
+        let mut err = ApiError::new(422, "Invalid", message).with_details(group, kind, name);
+        if let Some(d) = err.details.as_mut() {
+            d["causes"] = Value::Array(
+                errors
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "reason": "FieldValueInvalid",
+                            "message": format!("Invalid value: \"{}\": {}", e.value, e.detail),
+                            "field": e.field,
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        err
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "BadRequest", message)
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403 in the words of the RBAC authorizer.
+    pub fn forbidden(
+        user: &str,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        ns: Option<&str>,
+    ) -> ApiError {
+        let scope = match ns {
+            Some(ns) => format!(" in the namespace \"{ns}\""),
+            None => " at the cluster scope".to_string(),
+        };
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{resource} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{group}\"{scope}"
+            ),
+        )
+        .with_details(group, resource, "")
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
+    }
+
+    /// 410: a watch or list from a revision etcd no longer has.
+    pub fn expired(message: impl Into<String>) -> ApiError {
+        ApiError::new(410, "Expired", message)
+    }
+
+    pub fn too_large() -> ApiError {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            "Request entity too large: limit is 3145728",
+        )
+    }
+
+    pub fn unsupported_media_type(content_type: &str) -> ApiError {
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
+            ),
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, "InternalError", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(503, "ServiceUnavailable", message)
+    }
+
+    /// The Status object.
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s
+    }
+}
+
+fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_read_as_the_real_apiserver_writes_them() {
+        let s = ApiError::not_found("", "configmaps", "x").to_status();
+        assert_eq!(s["message"], "configmaps \"x\" not found");
+        assert_eq!(s["code"], 404);
+        assert_eq!(s["details"]["kind"], "configmaps");
+        let inv = ApiError::invalid(
+            "",
+            "ConfigMap",
+            "Bad",
+            &[FieldError {
+                field: "metadata.name".into(),
+                value: "Bad".into(),
+                detail: "must be lower case".into(),
+            }],
+        );
+        assert_eq!(
+            inv.message,
+            "ConfigMap \"Bad\" is invalid: metadata.name: Invalid value: \"Bad\": must be lower case"
+        );
+        assert_eq!(
+            inv.to_status()["details"]["causes"][0]["field"],
+            "metadata.name"
+        );
+        assert!(
+            ApiError::forbidden("jane", "list", "", "configmaps", Some("lab"))
+                .message
+                .ends_with("in API group \"\" in the namespace \"lab\"")
+        );
+    }
+}

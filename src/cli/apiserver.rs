@@ -1,0 +1,58 @@
+//! `minik apiserver`: the Kubernetes API server process, with kube-apiserver's flag names.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::apiserver::server::{self, ApiServerConfig};
+use crate::apiserver::storage::EtcdConfig;
+
+#[derive(Args, Debug)]
+pub struct ApiServerArgs {
+    /// etcd servers to connect to (comma-separated URLs).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub etcd_servers: Vec<String>,
+    /// CA bundle the etcd servers' certificates are checked against.
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long, requires = "etcd_keyfile")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long, requires = "etcd_certfile")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// The port to serve HTTPS on.
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// The IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: String,
+    /// The serving certificate (PEM).
+    #[arg(long)]
+    pub tls_cert_file: PathBuf,
+    /// The serving certificate's private key (PEM).
+    #[arg(long)]
+    pub tls_private_key_file: PathBuf,
+    /// Client certificates signed by this CA are authenticated (CN = user, O = groups).
+    #[arg(long)]
+    pub client_ca_file: PathBuf,
+}
+
+pub fn run(a: ApiServerArgs) -> anyhow::Result<ExitCode> {
+    let cfg = ApiServerConfig {
+        etcd: EtcdConfig {
+            servers: a.etcd_servers,
+            ca_file: a.etcd_cafile,
+            cert_file: a.etcd_certfile,
+            key_file: a.etcd_keyfile,
+        },
+        bind_address: a.bind_address,
+        secure_port: a.secure_port,
+        tls_cert_file: a.tls_cert_file,
+        tls_private_key_file: a.tls_private_key_file,
+        client_ca_file: a.client_ca_file,
+    };
+    super::runtime()?.block_on(server::serve(cfg, super::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
