@@ -11,8 +11,10 @@
 //! - [`storage`]: Kubernetes objects in etcd — the `/registry/...` key layout, create/update/delete
 //!   guarded by resourceVersion, paged lists with continue tokens, watches from a resourceVersion —
 //!   over the etcd v3 API only, so it runs on minik's store and on a real etcd alike;
+//! - [`printers`]: the `Table` kubectl prints, with the real columns;
 //! - [`status`]: `Status` errors as kubectl reads them; [`selector`]: label selectors.
 
+pub mod printers;
 pub mod resources;
 pub mod selector;
 pub mod server;

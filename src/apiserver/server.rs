@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::printers;
 use super::resources::{self, Resource};
 use super::selector::Selector;
 use super::status::{ApiError, FieldError};
@@ -413,10 +414,14 @@ async fn read_body(req: Request<Incoming>) -> Result<Value, ApiError> {
     }
 }
 
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
+        .map_or(0, |d| d.as_secs()) as i64
+}
+
+fn now_rfc3339() -> String {
+    let secs = now_secs();
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -540,6 +545,11 @@ async fn resource_request(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let q = query(&req);
+    let table = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(printers::wants_table);
     let r = t.resource;
     let ns = t.namespace.clone();
     let method = req.method().clone();
@@ -550,7 +560,7 @@ async fn resource_request(
         }
         (Method::GET, None) => {
             authorize(user, "list", &t)?;
-            list(ctx, &t, &q).await
+            list(ctx, &t, &q, table).await
         }
         (Method::GET, Some(name)) => {
             authorize(user, "get", &t)?;
@@ -559,7 +569,15 @@ async fn resource_request(
                 .get(&r.key(ns.as_deref(), &name))
                 .await
                 .map_err(|e| storage_error(&t, &name, e))?;
-            Ok(json_response(StatusCode::OK, &served(&stored)?))
+            let obj = served(&stored)?;
+            if table {
+                let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &printers::table(r, &[obj], meta, now_secs()),
+                ));
+            }
+            Ok(json_response(StatusCode::OK, &obj))
         }
         (Method::POST, None) => {
             authorize(user, "create", &t)?;
@@ -702,6 +720,7 @@ async fn list(
     ctx: &Ctx,
     t: &Target,
     q: &BTreeMap<String, String>,
+    table: bool,
 ) -> Result<Response<Body>, ApiError> {
     let (labels, name) = selectors(q)?;
     let limit = q
@@ -737,6 +756,12 @@ async fn list(
     }
     if let Some(n) = page.remaining {
         meta["remainingItemCount"] = json!(n);
+    }
+    if table {
+        return Ok(json_response(
+            StatusCode::OK,
+            &printers::table(t.resource, &items, meta, now_secs()),
+        ));
     }
     Ok(json_response(
         StatusCode::OK,
