@@ -15,47 +15,49 @@ mod common;
 
 use std::time::Duration;
 
-use apiserver_util::{Cluster, Identity, json_stream, str_at, table_rows};
+use apiserver_util::{Cluster, Identity, Store, json_stream, str_at, table_rows};
 use common::OutputExt;
 use regex::Regex;
 use serde_json::{Value, json};
 
 /// Runs every scenario below once per kubectl version.
 macro_rules! for_kubectl_versions {
-    ($($module:ident => $version:literal),* $(,)?) => {$(
+    ($($module:ident => $version:literal on $store:ident),* $(,)?) => {$(
         mod $module {
             #[test]
             fn discovery_and_health() {
-                super::discovery_and_health($version)
+                super::discovery_and_health($version, super::Store::$store)
             }
             #[test]
             fn namespaces() {
-                super::namespaces($version)
+                super::namespaces($version, super::Store::$store)
             }
             #[test]
             fn configmaps() {
-                super::configmaps($version)
+                super::configmaps($version, super::Store::$store)
             }
             #[test]
             fn configmap_watch() {
-                super::configmap_watch($version)
+                super::configmap_watch($version, super::Store::$store)
             }
             #[test]
             fn authentication_and_authorization() {
-                super::authentication_and_authorization($version)
+                super::authentication_and_authorization($version, super::Store::$store)
             }
             #[test]
             fn etcd_layout() {
-                super::etcd_layout($version)
+                super::etcd_layout($version, super::Store::$store)
             }
         }
     )*};
 }
 
 for_kubectl_versions!(
-    kubectl_1_27 => "1.27",
-    kubectl_1_30 => "1.30",
-    kubectl_1_33 => "1.33",
+    kubectl_1_27 => "1.27" on Minik,
+    kubectl_1_30 => "1.30" on Minik,
+    kubectl_1_33 => "1.33" on Minik,
+    // The same suite with the API server on the real etcd 3.4 instead of minik's store.
+    kubectl_1_32_on_real_etcd => "1.32" on RealEtcd,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -105,8 +107,8 @@ fn lines(text: &str) -> Vec<String> {
 // 1. Discovery and health
 // ---------------------------------------------------------------------------------------------
 
-fn discovery_and_health(v: &str) {
-    let c = Cluster::start();
+fn discovery_and_health(v: &str, store: Store) {
+    let c = Cluster::start(store);
     let k = c.kubectl(v, Identity::Admin);
 
     // `kubectl version` shows both sides.
@@ -184,8 +186,8 @@ fn discovery_and_health(v: &str) {
 // 2. Namespaces
 // ---------------------------------------------------------------------------------------------
 
-fn namespaces(v: &str) {
-    let c = Cluster::start();
+fn namespaces(v: &str, store: Store) {
+    let c = Cluster::start(store);
     let k = c.kubectl(v, Identity::Admin);
 
     let out = create(&c, &k, "ns.json", &namespace("lab"));
@@ -249,8 +251,8 @@ fn namespaces(v: &str) {
 // 3. ConfigMaps
 // ---------------------------------------------------------------------------------------------
 
-fn configmaps(v: &str) {
-    let c = Cluster::start();
+fn configmaps(v: &str, store: Store) {
+    let c = Cluster::start(store);
     let k = c.kubectl(v, Identity::Admin);
     create(&c, &k, "ns.json", &namespace("lab"));
 
@@ -349,8 +351,8 @@ fn configmaps(v: &str) {
 /// `kubectl get cm -w --output-watch-events` sees a configmap come and go.
 ///
 /// `-o json` rather than `-o name`: kubectl's name printer drops the event type.
-fn configmap_watch(v: &str) {
-    let c = Cluster::start();
+fn configmap_watch(v: &str, store: Store) {
+    let c = Cluster::start(store);
     let k = c.kubectl(v, Identity::Admin);
     create(&c, &k, "ns.json", &namespace("lab"));
     create(
@@ -424,8 +426,8 @@ fn configmap_watch(v: &str) {
 // 4. Authentication and authorization
 // ---------------------------------------------------------------------------------------------
 
-fn authentication_and_authorization(v: &str) {
-    let c = Cluster::start();
+fn authentication_and_authorization(v: &str, store: Store) {
+    let c = Cluster::start(store);
     let admin = c.kubectl(v, Identity::Admin);
     create(&c, &admin, "ns.json", &namespace("lab"));
     admin.ok(&["get", "cm", "-n", "lab"]);
@@ -521,8 +523,8 @@ fn authentication_and_authorization(v: &str) {
 // 5. The objects in etcd
 // ---------------------------------------------------------------------------------------------
 
-fn etcd_layout(v: &str) {
-    let c = Cluster::start();
+fn etcd_layout(v: &str, store: Store) {
+    let c = Cluster::start(store);
     let k = c.kubectl(v, Identity::Admin);
     create(&c, &k, "ns.json", &namespace("lab"));
     create(

@@ -311,11 +311,23 @@ pub struct Cluster {
     log_path: PathBuf,
 }
 
+/// Which etcd the API server stores into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// minik's etcd-compatible store.
+    Minik,
+    /// The real etcd 3.4 (`/usr/bin/etcd`): the API server must run on it unchanged.
+    RealEtcd,
+}
+
 impl Cluster {
     /// Starts a fresh store and an API server on it; returns when `/readyz` answers `ok`.
-    pub fn start() -> Cluster {
+    pub fn start(kind: Store) -> Cluster {
         kubectl_bin(PROBE_KUBECTL); // fail early and clearly when kubectl is missing
-        let store = common::Server::minik(None);
+        let store = match kind {
+            Store::Minik => common::Server::minik(None),
+            Store::RealEtcd => common::Server::real_etcd(None),
+        };
         let pki = KubePki::new();
         let work = tempfile::Builder::new()
             .prefix("minik-apiserver-test-")
