@@ -45,6 +45,10 @@ macro_rules! for_kubectl_versions {
                 super::authentication_and_authorization($version, super::Store::$store)
             }
             #[test]
+            fn patches() {
+                super::patches($version, super::Store::$store)
+            }
+            #[test]
             fn etcd_layout() {
                 super::etcd_layout($version, super::Store::$store)
             }
@@ -250,6 +254,92 @@ fn namespaces(v: &str, store: Store) {
 // ---------------------------------------------------------------------------------------------
 // 3. ConfigMaps
 // ---------------------------------------------------------------------------------------------
+
+/// `kubectl label`, `annotate` and `patch` of all three types.
+fn patches(v: &str, store: Store) {
+    let c = Cluster::start(store);
+    let k = c.kubectl(v, Identity::Admin);
+    create(&c, &k, "ns.json", &namespace("lab"));
+    create(
+        &c,
+        &k,
+        "a.json",
+        &configmap(
+            "lab",
+            "a",
+            json!({"app": "x"}),
+            json!({"k": "v1", "gone": "soon"}),
+        ),
+    );
+    let before = k.json(&["get", "cm", "a", "-n", "lab", "-o", "json"]);
+    k.ok(&["label", "cm", "a", "-n", "lab", "tier=db"]);
+    k.ok(&["annotate", "cm", "a", "-n", "lab", "note=hi"]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "a",
+        "-n",
+        "lab",
+        "-p",
+        r#"{"data":{"k":"v2"}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "a",
+        "-n",
+        "lab",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"gone":null}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "cm",
+        "a",
+        "-n",
+        "lab",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/data/j","value":"x"}]"#,
+    ]);
+    let after = k.json(&["get", "cm", "a", "-n", "lab", "-o", "json"]);
+    assert_eq!(
+        after["metadata"]["labels"],
+        json!({"app": "x", "tier": "db"})
+    );
+    assert_eq!(after["metadata"]["annotations"], json!({"note": "hi"}));
+    assert_eq!(after["data"], json!({"k": "v2", "j": "x"}));
+    assert_eq!(
+        after["metadata"]["uid"], before["metadata"]["uid"],
+        "a patch keeps the uid"
+    );
+    assert_ne!(
+        after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"],
+        "every patch is a new resourceVersion"
+    );
+    // A JSON patch that cannot apply changes nothing and says why.
+    let err = k.fails(&[
+        "patch",
+        "cm",
+        "a",
+        "-n",
+        "lab",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/missing"}]"#,
+    ]);
+    assert!(err.contains("/data/missing"), "{err}");
+    assert_eq!(
+        k.json(&["get", "cm", "a", "-n", "lab", "-o", "json"])["data"],
+        after["data"]
+    );
+    let nf = k.fails(&["label", "cm", "nope", "-n", "lab", "x=y"]);
+    assert!(nf.contains("not found"), "{nf}");
+}
 
 fn configmaps(v: &str, store: Store) {
     let c = Cluster::start(store);

@@ -386,6 +386,20 @@ fn labels_of(v: &Value) -> BTreeMap<String, String> {
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Value, ApiError> {
+    let (mime, body) = read_raw(req).await?;
+    match mime.as_str() {
+        "application/json" | "" | "*/*" => parse_json(&body),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}")))
+}
+
+/// The body (within [`MAX_BODY`]) and its media type without parameters.
+async fn read_raw(req: Request<Incoming>) -> Result<(String, Bytes), ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -405,12 +419,59 @@ async fn read_body(req: Request<Incoming>) -> Result<Value, ApiError> {
         .await
         .map_err(|_| ApiError::too_large())?
         .to_bytes();
-    let mime = content_type.split(';').next().unwrap_or("").trim();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Ok((mime, body))
+}
+
+/// The kinds of PATCH kubectl sends.
+enum PatchKind {
+    Json(json_patch::Patch),
+    Merge(Value),
+}
+
+fn parse_patch(mime: &str, body: &[u8]) -> Result<PatchKind, ApiError> {
     match mime {
-        "application/json" | "" | "*/*" => serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("error decoding the request body as JSON: {e}"))
+        "application/json-patch+json" => serde_json::from_slice(body)
+            .map(PatchKind::Json)
+            .map_err(|e| ApiError::bad_request(format!("error decoding the JSON patch: {e}"))),
+        "application/merge-patch+json" => parse_json(body).map(PatchKind::Merge),
+        "application/strategic-merge-patch+json" => {
+            // For the types served so far (no lists of objects with merge keys), a strategic
+            // merge patch means exactly a JSON merge patch; its `$`-directives do not yet.
+            let v = parse_json(body)?;
+            if let Some(d) = first_directive(&v) {
+                return Err(ApiError::bad_request(format!(
+                    "strategic merge patch directive {d:?} is not supported by minik yet"
+                )));
+            }
+            Ok(PatchKind::Merge(v))
+        }
+        "application/apply-patch+yaml" => Err(ApiError {
+            code: 415,
+            reason: "UnsupportedMediaType",
+            message: "server-side apply is not supported by minik yet".into(),
+            details: None,
         }),
         other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+fn first_directive(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(m) => m.iter().find_map(|(k, v)| {
+            if k.starts_with('$') {
+                Some(k.clone())
+            } else {
+                first_directive(v)
+            }
+        }),
+        Value::Array(a) => a.iter().find_map(first_directive),
+        _ => None,
     }
 }
 
@@ -651,6 +712,56 @@ async fn resource_request(
                 .map_err(|e| storage_error(&t, &name, e))?;
             obj["metadata"]["resourceVersion"] = json!(rev.to_string());
             Ok(json_response(StatusCode::OK, &obj))
+        }
+        (Method::PATCH, Some(name)) => {
+            authorize(user, "patch", &t)?;
+            let (mime, body) = read_raw(req).await?;
+            let patch = parse_patch(&mime, &body)?;
+            let key = r.key(ns.as_deref(), &name);
+            // Re-read and re-apply on a conflict, as kube-apiserver's GuaranteedUpdate does.
+            for _ in 0..5 {
+                let current = ctx
+                    .storage
+                    .get(&key)
+                    .await
+                    .map_err(|e| storage_error(&t, &name, e))?;
+                let old = served(&current)?;
+                let mut obj = old.clone();
+                match &patch {
+                    PatchKind::Json(ops) => {
+                        json_patch::patch(&mut obj, ops).map_err(|e| ApiError {
+                            code: 422,
+                            reason: "Invalid",
+                            message: format!("the JSON patch could not be applied: {e}"),
+                            details: None,
+                        })?
+                    }
+                    PatchKind::Merge(m) => json_patch::merge(&mut obj, m),
+                }
+                if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
+                    && rv != current.revision.to_string()
+                {
+                    return Err(ApiError::conflict(r.group, r.name, &name));
+                }
+                admit(&t, Some(&name), &mut obj)?;
+                let meta = &mut obj["metadata"];
+                meta["uid"] = old["metadata"]["uid"].clone();
+                meta["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+                if let Some(m) = meta.as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                let bytes =
+                    serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+                match ctx.storage.update(&key, current.revision, bytes).await {
+                    Ok(rev) => {
+                        obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+                        return Ok(json_response(StatusCode::OK, &obj));
+                    }
+                    Err(StorageError::Conflict { .. }) => continue,
+                    Err(e) => return Err(storage_error(&t, &name, e)),
+                }
+            }
+            Err(ApiError::conflict(r.group, r.name, &name))
         }
         (Method::DELETE, Some(name)) => {
             authorize(user, "delete", &t)?;
