@@ -30,6 +30,23 @@ fn columns(resource: &str) -> Vec<Column> {
             ("Status", "string", "", "The status of the namespace", 0),
             AGE,
         ],
+        "secrets" => vec![
+            NAME,
+            ("Type", "string", "", "The type of secret", 0),
+            ("Data", "string", "", "Data contains the secret data.", 0),
+            AGE,
+        ],
+        "serviceaccounts" => vec![
+            NAME,
+            (
+                "Secrets",
+                "string",
+                "",
+                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+                0,
+            ),
+            AGE,
+        ],
         "configmaps" => vec![
             NAME,
             (
@@ -50,6 +67,14 @@ fn cells(resource: &str, obj: &Value, now: i64) -> Vec<Value> {
     let age = json!(age(obj["metadata"]["creationTimestamp"].as_str(), now));
     match resource {
         "namespaces" => vec![name, obj["status"]["phase"].clone(), age],
+        "secrets" => {
+            let n = obj["data"].as_object().map_or(0, |m| m.len());
+            vec![name, obj["type"].clone(), json!(n), age]
+        }
+        "serviceaccounts" => {
+            let n = obj["secrets"].as_array().map_or(0, |a| a.len());
+            vec![name, json!(n), age]
+        }
         "configmaps" => {
             let n = obj["data"].as_object().map_or(0, |m| m.len())
                 + obj["binaryData"].as_object().map_or(0, |m| m.len());

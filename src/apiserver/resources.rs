@@ -1,5 +1,7 @@
 //! The resource types the API server serves, and what discovery says about them.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 use super::status::FieldError;
@@ -38,7 +40,7 @@ const VERBS: [&str; 8] = [
     "watch",
 ];
 
-/// Everything served so far (core/v1).
+/// Everything served so far (core/v1), in the order discovery lists them.
 pub static RESOURCES: &[Resource] = &[
     Resource {
         group: "",
@@ -49,6 +51,26 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: false,
         short_names: &["ns"],
         names: NameRule::Label,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        namespaced: true,
+        short_names: &[],
+        names: NameRule::Subdomain,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        short_names: &["sa"],
+        names: NameRule::Subdomain,
     },
     Resource {
         group: "",
@@ -100,6 +122,61 @@ impl Resource {
         })
     }
 
+    /// Type-specific defaults, conversions and validation of an incoming object (what the real
+    /// apiserver's strategy for the type does), adding any invalid fields to `errors`.
+    pub fn prepare(&self, obj: &mut Value, errors: &mut Vec<FieldError>) {
+        match self.name {
+            "configmaps" => {
+                for field in ["data", "binaryData"] {
+                    check_keys(obj, field, errors);
+                }
+                if let Some(bin) = obj["binaryData"].as_object() {
+                    for (k, v) in bin {
+                        if !v.as_str().is_some_and(is_base64) {
+                            errors.push(FieldError {
+                                field: format!("binaryData[{k}]"),
+                                value: "<value omitted>".into(),
+                                detail: "must be base64-encoded".into(),
+                            });
+                        }
+                    }
+                }
+            }
+            "secrets" => {
+                // stringData is a write-only convenience: it is merged into data, encoded.
+                if let Some(string_data) = obj.get("stringData").and_then(Value::as_object).cloned()
+                {
+                    if !obj["data"].is_object() {
+                        obj["data"] = json!({});
+                    }
+                    for (k, v) in string_data {
+                        let text = v.as_str().unwrap_or_default();
+                        obj["data"][k] = json!(B64.encode(text));
+                    }
+                    if let Some(m) = obj.as_object_mut() {
+                        m.remove("stringData");
+                    }
+                }
+                if obj["type"].as_str().unwrap_or("").is_empty() {
+                    obj["type"] = json!("Opaque");
+                }
+                check_keys(obj, "data", errors);
+                if let Some(data) = obj["data"].as_object() {
+                    for (k, v) in data {
+                        if !v.as_str().is_some_and(is_base64) {
+                            errors.push(FieldError {
+                                field: format!("data[{k}]"),
+                                value: "<secret contents redacted>".into(),
+                                detail: "illegal base64 data".into(),
+                            });
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Validates an object's name.
     pub fn validate_name(&self, name: &str) -> Option<FieldError> {
         let detail = match self.names {
@@ -131,6 +208,33 @@ pub fn core_v1_resource_list() -> Value {
             .map(Resource::discovery_entry)
             .collect::<Vec<_>>(),
     })
+}
+
+fn is_base64(s: &str) -> bool {
+    B64.decode(s).is_ok()
+}
+
+/// Keys of `data`-like maps must be valid config keys.
+fn check_keys(obj: &Value, field: &str, errors: &mut Vec<FieldError>) {
+    let Some(map) = obj[field].as_object() else {
+        return;
+    };
+    for k in map.keys() {
+        let ok = !k.is_empty()
+            && k.len() <= 253
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && k != "."
+            && k != ".."
+            && !k.starts_with("..");
+        if !ok {
+            errors.push(FieldError {
+                field: format!("{field}[{k}]"),
+                value: k.clone(),
+                detail: "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')".into(),
+            });
+        }
+    }
 }
 
 fn is_alnum(c: char) -> bool {
@@ -190,5 +294,21 @@ mod tests {
         let ns = find("", "v1", "namespaces").unwrap();
         assert_eq!(ns.key(None, "lab"), "/registry/namespaces/lab");
         assert!(cm.verbs().contains(&"patch"));
+
+        let secret = find("", "v1", "secrets").unwrap();
+        let mut s = json!({"stringData": {"user": "admin"}, "data": {"ok": "eA=="}});
+        let mut errors = Vec::new();
+        secret.prepare(&mut s, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s["data"]["user"], "YWRtaW4=");
+        assert_eq!(s["type"], "Opaque");
+        assert!(s.get("stringData").is_none());
+        let mut bad = json!({"data": {"k": "not base64!", "bad key": "eA=="}});
+        secret.prepare(&mut bad, &mut errors);
+        assert_eq!(errors.len(), 2);
+        let mut cmbad = json!({"data": {"a/b": "x"}});
+        let mut errors = Vec::new();
+        cm.prepare(&mut cmbad, &mut errors);
+        assert_eq!(errors[0].field, "data[a/b]");
     }
 }

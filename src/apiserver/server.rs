@@ -593,6 +593,7 @@ fn admit(t: &Target, name_from_url: Option<&str>, obj: &mut Value) -> Result<Str
     } else if let Some(m) = meta.as_object_mut() {
         m.remove("namespace");
     }
+    r.prepare(obj, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::invalid(r.group, r.kind, &name, &errors));
     }
