@@ -45,6 +45,10 @@ macro_rules! for_kubectl_versions {
                 super::authentication_and_authorization($version, super::Store::$store)
             }
             #[test]
+            fn events_and_describe() {
+                super::events_and_describe($version, super::Store::$store)
+            }
+            #[test]
             fn patches() {
                 super::patches($version, super::Store::$store)
             }
@@ -254,6 +258,54 @@ fn namespaces(v: &str, store: Store) {
 // ---------------------------------------------------------------------------------------------
 // 3. ConfigMaps
 // ---------------------------------------------------------------------------------------------
+
+/// Events, their field selectors, and `kubectl describe`, which lists an object's events.
+fn events_and_describe(v: &str, store: Store) {
+    let c = Cluster::start(store);
+    let k = c.kubectl(v, Identity::Admin);
+    create(&c, &k, "ns.json", &namespace("lab"));
+    create(
+        &c,
+        &k,
+        "a.json",
+        &configmap("lab", "a", json!({}), json!({"k": "v"})),
+    );
+    let uid = k.json(&["get", "cm", "a", "-n", "lab", "-o", "json"])["metadata"]["uid"].clone();
+    let event = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "a.demo", "namespace": "lab"},
+        "involvedObject": {"kind": "ConfigMap", "namespace": "lab", "name": "a", "uid": uid},
+        "reason": "Demo", "message": "hello from a test", "type": "Normal",
+        "source": {"component": "lab"}, "count": 1,
+    });
+    create(&c, &k, "ev.json", &event);
+    let described = k.ok(&["describe", "cm", "a", "-n", "lab"]);
+    assert_contains(
+        "describe cm",
+        &described,
+        &["Name:", "a", "Demo", "hello from a test"],
+    );
+    let table = k.ok(&["get", "events", "-n", "lab"]);
+    assert_contains(
+        "get events",
+        &table,
+        &["LAST SEEN", "configmap/a", "hello from a test"],
+    );
+    let warnings = k.run(&[
+        "get",
+        "ev",
+        "-n",
+        "lab",
+        "--field-selector",
+        "type=Warning",
+        "-o",
+        "name",
+    ]);
+    warnings.expect_ok("get ev --field-selector type=Warning");
+    assert_eq!(warnings.out().trim(), "");
+    let bad = k.fails(&["get", "cm", "-n", "lab", "--field-selector", "spec.x=1"]);
+    assert!(bad.contains("field label not supported: spec.x"), "{bad}");
+}
 
 /// `kubectl label`, `annotate` and `patch` of all three types.
 fn patches(v: &str, store: Store) {

@@ -47,6 +47,65 @@ fn columns(resource: &str) -> Vec<Column> {
             ),
             AGE,
         ],
+        "events" => vec![
+            (
+                "Last Seen",
+                "string",
+                "",
+                "Time when this Event was last observed.",
+                0,
+            ),
+            (
+                "Type",
+                "string",
+                "",
+                "Type of this event (Normal, Warning), new types could be added in the future.",
+                0,
+            ),
+            (
+                "Reason",
+                "string",
+                "",
+                "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+                0,
+            ),
+            (
+                "Object",
+                "string",
+                "",
+                "The object that this event is about.",
+                0,
+            ),
+            (
+                "Message",
+                "string",
+                "",
+                "A human-readable description of the status of this operation.",
+                0,
+            ),
+            (
+                "Source",
+                "string",
+                "",
+                "The component reporting this event. Should be a short machine understandable string.",
+                1,
+            ),
+            (
+                "First Seen",
+                "string",
+                "",
+                "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)",
+                1,
+            ),
+            (
+                "Count",
+                "string",
+                "",
+                "The number of times this event has occurred.",
+                1,
+            ),
+            (NAME.0, NAME.1, NAME.2, NAME.3, 1),
+        ],
         "configmaps" => vec![
             NAME,
             (
@@ -64,23 +123,50 @@ fn columns(resource: &str) -> Vec<Column> {
 
 fn cells(resource: &str, obj: &Value, now: i64) -> Vec<Value> {
     let name = obj["metadata"]["name"].clone();
-    let age = json!(age(obj["metadata"]["creationTimestamp"].as_str(), now));
+    let created = json!(age(obj["metadata"]["creationTimestamp"].as_str(), now));
     match resource {
-        "namespaces" => vec![name, obj["status"]["phase"].clone(), age],
+        "namespaces" => vec![name, obj["status"]["phase"].clone(), created],
         "secrets" => {
             let n = obj["data"].as_object().map_or(0, |m| m.len());
-            vec![name, obj["type"].clone(), json!(n), age]
+            vec![name, obj["type"].clone(), json!(n), created]
         }
         "serviceaccounts" => {
             let n = obj["secrets"].as_array().map_or(0, |a| a.len());
-            vec![name, json!(n), age]
+            vec![name, json!(n), created]
+        }
+        "events" => {
+            let last = obj["lastTimestamp"]
+                .as_str()
+                .or(obj["eventTime"].as_str())
+                .or(obj["metadata"]["creationTimestamp"].as_str());
+            let involved = &obj["involvedObject"];
+            let object = format!(
+                "{}/{}",
+                involved["kind"].as_str().unwrap_or("").to_lowercase(),
+                involved["name"].as_str().unwrap_or("")
+            );
+            let source = obj["source"]["component"]
+                .as_str()
+                .or(obj["reportingComponent"].as_str())
+                .unwrap_or("");
+            vec![
+                json!(age(last, now)),
+                obj["type"].clone(),
+                obj["reason"].clone(),
+                json!(object),
+                obj["message"].clone(),
+                json!(source),
+                json!(age(obj["firstTimestamp"].as_str().or(last), now)),
+                json!(obj["count"].as_i64().unwrap_or(1)),
+                name,
+            ]
         }
         "configmaps" => {
             let n = obj["data"].as_object().map_or(0, |m| m.len())
                 + obj["binaryData"].as_object().map_or(0, |m| m.len());
-            vec![name, json!(n), age]
+            vec![name, json!(n), created]
         }
-        _ => vec![name, age],
+        _ => vec![name, created],
     }
 }
 

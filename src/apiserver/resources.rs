@@ -75,6 +75,16 @@ pub static RESOURCES: &[Resource] = &[
     Resource {
         group: "",
         version: "v1",
+        name: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        names: NameRule::Subdomain,
+    },
+    Resource {
+        group: "",
+        version: "v1",
         name: "configmaps",
         singular: "configmap",
         kind: "ConfigMap",
@@ -175,6 +185,33 @@ impl Resource {
             }
             _ => {}
         }
+    }
+
+    /// The fields `?fieldSelector=` may name for this type (as the real apiserver allows them).
+    pub fn field_selectors(&self) -> Vec<&'static str> {
+        let mut f = vec!["metadata.name"];
+        if self.namespaced {
+            f.push("metadata.namespace");
+        }
+        f.extend_from_slice(match self.name {
+            "namespaces" => &["status.phase"][..],
+            "secrets" => &["type"][..],
+            "events" => &[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ][..],
+            _ => &[][..],
+        });
+        f
     }
 
     /// Validates an object's name.

@@ -120,3 +120,70 @@ mod tests {
         assert!(Selector::parse("x in a,b").is_err());
     }
 }
+
+/// A field selector (`?fieldSelector=`): `path=value`, `path==value`, `path!=value`, comma-separated,
+/// over the fields a type supports (`metadata.name`, `involvedObject.uid`, `type`, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSelector {
+    reqs: Vec<(String, bool, String)>,
+}
+
+impl FieldSelector {
+    /// Parses `s`, accepting only the fields in `supported`; the error reads as the real
+    /// apiserver's ("field label not supported: x").
+    pub fn parse(s: &str, supported: &[&str]) -> Result<FieldSelector, String> {
+        let mut reqs = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = part.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
+            };
+            let field = field.trim();
+            if !supported.contains(&field) {
+                return Err(format!("field label not supported: {field}"));
+            }
+            reqs.push((field.to_string(), eq, value.trim().to_string()));
+        }
+        Ok(FieldSelector { reqs })
+    }
+
+    pub fn matches(&self, obj: &serde_json::Value) -> bool {
+        self.reqs.iter().all(|(field, eq, want)| {
+            let got = field
+                .split('.')
+                .fold(obj, |v, part| &v[part])
+                .as_str()
+                .unwrap_or("");
+            (got == want) == *eq
+        })
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+
+    #[test]
+    fn field_selectors() {
+        let obj = serde_json::json!({"metadata": {"name": "a"}, "involvedObject": {"uid": "u1"}, "type": "Normal"});
+        let ok = |s: &str| {
+            FieldSelector::parse(s, &["metadata.name", "involvedObject.uid", "type"])
+                .unwrap()
+                .matches(&obj)
+        };
+        assert!(ok("metadata.name=a,involvedObject.uid==u1"));
+        assert!(!ok("type!=Normal"));
+        assert!(ok(""));
+        assert_eq!(
+            FieldSelector::parse("spec.x=1", &["metadata.name"]),
+            Err("field label not supported: spec.x".into())
+        );
+    }
+}

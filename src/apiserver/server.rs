@@ -27,7 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::printers;
 use super::resources::{self, Resource};
-use super::selector::Selector;
+use super::selector::{FieldSelector, Selector};
 use super::status::{ApiError, FieldError};
 use super::storage::{EtcdConfig, EtcdStorage, StorageError, Stored, WatchEvent};
 
@@ -804,24 +804,21 @@ async fn resource_request(
     }
 }
 
-fn selectors(q: &BTreeMap<String, String>) -> Result<(Selector, Option<String>), ApiError> {
+fn selectors(
+    t: &Target,
+    q: &BTreeMap<String, String>,
+) -> Result<(Selector, FieldSelector), ApiError> {
     let labels = match q.get("labelSelector") {
         Some(s) => Selector::parse(s)
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
         None => Selector::default(),
     };
-    let name = match q.get("fieldSelector").map(String::as_str) {
-        None | Some("") => None,
-        Some(f) => match f.split_once('=') {
-            Some(("metadata.name", v)) => Some(v.trim_start_matches('=').to_string()),
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "\"{f}\" is not a known field selector: only \"metadata.name\" is supported"
-                )));
-            }
-        },
-    };
-    Ok((labels, name))
+    let fields = FieldSelector::parse(
+        q.get("fieldSelector").map_or("", String::as_str),
+        &t.resource.field_selectors(),
+    )
+    .map_err(ApiError::bad_request)?;
+    Ok((labels, fields))
 }
 
 fn collection_prefix(t: &Target) -> String {
@@ -834,7 +831,7 @@ async fn list(
     q: &BTreeMap<String, String>,
     table: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let (labels, name) = selectors(q)?;
+    let (labels, fields) = selectors(t, q)?;
     let limit = q
         .get("limit")
         .and_then(|l| l.parse::<i64>().ok())
@@ -855,10 +852,7 @@ async fn list(
     let mut items = Vec::new();
     for s in &page.items {
         let v = served(s)?;
-        let name_ok = name
-            .as_deref()
-            .is_none_or(|n| v["metadata"]["name"].as_str() == Some(n));
-        if name_ok && labels.matches(&labels_of(&v)) {
+        if fields.matches(&v) && labels.matches(&labels_of(&v)) {
             items.push(v);
         }
     }
@@ -897,7 +891,7 @@ async fn watch(
     t: &Target,
     q: &BTreeMap<String, String>,
 ) -> Result<Response<Body>, ApiError> {
-    let (labels, name) = selectors(q)?;
+    let (labels, fields) = selectors(t, q)?;
     let prefix = collection_prefix(t);
     let rv = q.get("resourceVersion").cloned().unwrap_or_default();
     let timeout = q
@@ -905,11 +899,7 @@ async fn watch(
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let wants = move |v: &Value| {
-        name.as_deref()
-            .is_none_or(|n| v["metadata"]["name"].as_str() == Some(n))
-            && labels.matches(&labels_of(v))
-    };
+    let wants = move |v: &Value| fields.matches(v) && labels.matches(&labels_of(v));
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
     // resourceVersion "" or "0": start with the current state as ADDED events.
     let from = match rv.as_str() {
