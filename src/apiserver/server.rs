@@ -520,6 +520,18 @@ fn new_uid() -> String {
     )
 }
 
+/// The bytes to store for an update of `old`: the server-owned fields (uid, creation time) are
+/// kept from `old`, and the resourceVersion is not stored (it is the key's etcd revision).
+fn for_storage(obj: &mut Value, old: &Value) -> Result<Vec<u8>, ApiError> {
+    let meta = &mut obj["metadata"];
+    meta["uid"] = old["metadata"]["uid"].clone();
+    meta["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(obj).map_err(|e| ApiError::internal(e.to_string()))
+}
+
 /// Checks an incoming object against the URL and the type, and fills what the server owns.
 fn admit(t: &Target, name_from_url: Option<&str>, obj: &mut Value) -> Result<String, ApiError> {
     let r = t.resource;
@@ -699,13 +711,7 @@ async fn resource_request(
                 // No resourceVersion: an unconditional update, as core types allow.
                 _ => current.revision,
             };
-            let meta = &mut obj["metadata"];
-            meta["uid"] = old["metadata"]["uid"].clone();
-            meta["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
-            if let Some(m) = meta.as_object_mut() {
-                m.remove("resourceVersion");
-            }
-            let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+            let bytes = for_storage(&mut obj, &old)?;
             let rev = ctx
                 .storage
                 .update(&key, expected, bytes)
@@ -745,14 +751,7 @@ async fn resource_request(
                     return Err(ApiError::conflict(r.group, r.name, &name));
                 }
                 admit(&t, Some(&name), &mut obj)?;
-                let meta = &mut obj["metadata"];
-                meta["uid"] = old["metadata"]["uid"].clone();
-                meta["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
-                if let Some(m) = meta.as_object_mut() {
-                    m.remove("resourceVersion");
-                }
-                let bytes =
-                    serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+                let bytes = for_storage(&mut obj, &old)?;
                 match ctx.storage.update(&key, current.revision, bytes).await {
                     Ok(rev) => {
                         obj["metadata"]["resourceVersion"] = json!(rev.to_string());

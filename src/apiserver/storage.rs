@@ -298,6 +298,18 @@ impl EtcdStorage {
         Ok((resp.succeeded, responses, rev))
     }
 
+    /// Why a guarded write did not happen: the key moved on (Conflict) or is gone (NotFound).
+    fn miss(key: &str, expected: i64, responses: Vec<response_op::Response>) -> StorageError {
+        match Self::current_of(responses) {
+            Some(cur) => StorageError::Conflict {
+                key: key.into(),
+                expected,
+                current: cur.revision,
+            },
+            None => StorageError::NotFound { key: key.into() },
+        }
+    }
+
     fn current_of(responses: Vec<response_op::Response>) -> Option<Stored> {
         responses.into_iter().find_map(|r| match r {
             response_op::Response::ResponseRange(rr) => {
@@ -334,14 +346,7 @@ impl EtcdStorage {
         });
         match self.guarded(key, expected, put).await? {
             (true, _, rev) => Ok(rev),
-            (false, responses, _) => match Self::current_of(responses) {
-                Some(cur) => Err(StorageError::Conflict {
-                    key: key.into(),
-                    expected,
-                    current: cur.revision,
-                }),
-                None => Err(StorageError::NotFound { key: key.into() }),
-            },
+            (false, responses, _) => Err(Self::miss(key, expected, responses)),
         }
     }
 
@@ -364,14 +369,7 @@ impl EtcdStorage {
                 prev.map(|p| (p, rev))
                     .ok_or_else(|| StorageError::NotFound { key: key.into() })
             }
-            (false, responses, _) => match Self::current_of(responses) {
-                Some(cur) => Err(StorageError::Conflict {
-                    key: key.into(),
-                    expected,
-                    current: cur.revision,
-                }),
-                None => Err(StorageError::NotFound { key: key.into() }),
-            },
+            (false, responses, _) => Err(Self::miss(key, expected, responses)),
         }
     }
 
