@@ -387,8 +387,16 @@ fn labels_of(v: &Value) -> BTreeMap<String, String> {
 
 async fn read_body(req: Request<Incoming>) -> Result<Value, ApiError> {
     let (mime, body) = read_raw(req).await?;
-    match mime.as_str() {
-        "application/json" | "" | "*/*" => parse_json(&body),
+    parse_body(&mime, &body)
+}
+
+/// A request body in one of the formats the API accepts for objects.
+fn parse_body(mime: &str, body: &[u8]) -> Result<Value, ApiError> {
+    match mime {
+        "application/json" | "" | "*/*" => parse_json(body),
+        "application/yaml" => serde_yaml::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("error decoding the request body as YAML: {e}"))
+        }),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -979,6 +987,25 @@ async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies() {
+        let y = parse_body(
+            "application/yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  k: v\n",
+        )
+        .unwrap();
+        assert_eq!(y["metadata"]["name"], "a");
+        assert_eq!(y["data"]["k"], "v");
+        let j = parse_body("application/json", br#"{"kind":"ConfigMap"}"#).unwrap();
+        assert_eq!(j["kind"], "ConfigMap");
+        assert_eq!(
+            parse_body("application/yaml", b"a: [").unwrap_err().code,
+            400
+        );
+        assert_eq!(parse_body("application/json", b"{").unwrap_err().code, 400);
+        assert_eq!(parse_body("text/plain", b"x").unwrap_err().code, 415);
+    }
 
     #[test]
     fn helpers() {
