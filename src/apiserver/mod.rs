@@ -7,7 +7,8 @@
 //! Built so far (issue 3 is under way):
 //! - [`server`]: HTTPS with client-certificate authentication (CN user, O groups), the REST
 //!   verbs (get, list, create, update, delete, watch) and legacy discovery;
-//! - [`resources`]: the served types (core/v1 namespaces and configmaps so far) and their names;
+//! - [`resources`]: the served types (core/v1 namespaces, configmaps, secrets, serviceaccounts,
+//!   events so far), their names, defaults and checks;
 //! - [`storage`]: Kubernetes objects in etcd — the `/registry/...` key layout, create/update/delete
 //!   guarded by resourceVersion, paged lists with continue tokens, watches from a resourceVersion —
 //!   over the etcd v3 API only, so it runs on minik's store and on a real etcd alike;
