@@ -134,9 +134,15 @@ fn discovery_and_health(v: &str, store: Store) {
         );
     }
 
-    for path in ["/readyz", "/livez", "/healthz"] {
+    for path in ["/readyz", "/livez", "/healthz", "/readyz/etcd"] {
         assert_eq!(k.ok(&["get", "--raw", path]).trim(), "ok", "GET {path}");
     }
+    let verbose = k.ok(&["get", "--raw", "/readyz?verbose"]);
+    assert_eq!(
+        verbose.lines().collect::<Vec<_>>(),
+        ["[+]ping ok", "[+]etcd ok", "readyz check passed"],
+        "GET /readyz?verbose"
+    );
 
     // The raw discovery documents.
     let api: Value = serde_json::from_str(&k.ok(&["get", "--raw", "/api"])).unwrap();

@@ -274,12 +274,12 @@ async fn handle(ctx: &Ctx, user: Option<&User>, req: Request<Incoming>) -> Respo
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     // Health and version are public, as kube-apiserver's system:public-info-viewer makes them.
     match segments.as_slice() {
-        ["healthz"] | ["livez"] => return full(StatusCode::OK, "text/plain", b"ok".to_vec()),
-        ["readyz"] => {
-            return match ctx.storage.current_revision().await {
-                Ok(_) => full(StatusCode::OK, "text/plain", b"ok".to_vec()),
-                Err(e) => error_response(&ApiError::unavailable(format!("etcd: {e}"))),
-            };
+        [endpoint @ ("healthz" | "livez" | "readyz"), rest @ ..] => {
+            let verbose = req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == "verbose" || p.starts_with("verbose="))
+            });
+            return health(ctx, endpoint, rest.first().copied(), verbose).await;
         }
         ["version"] => return json_response(StatusCode::OK, &version()),
         _ => {}
@@ -315,6 +315,43 @@ async fn handle(ctx: &Ctx, user: Option<&User>, req: Request<Incoming>) -> Respo
             details: None,
         }),
     }
+}
+
+/// `/healthz`, `/livez`, `/readyz`: "ok", or with `?verbose` one line per check as
+/// kube-apiserver prints them; `/readyz/etcd` runs one check.
+async fn health(ctx: &Ctx, endpoint: &str, only: Option<&str>, verbose: bool) -> Response<Body> {
+    let etcd = ctx.storage.current_revision().await;
+    let checks = [("ping", Ok(())), ("etcd", etcd.map(|_| ()))];
+    let selected: Vec<_> = checks
+        .iter()
+        .filter(|(name, _)| only.is_none_or(|o| o == *name))
+        .collect();
+    if selected.is_empty() {
+        return error_response(&ApiError::not_found("", endpoint, only.unwrap_or("")));
+    }
+    let failed = selected.iter().any(|(_, r)| r.is_err());
+    let body = if verbose || failed {
+        let mut out: String = selected
+            .iter()
+            .map(|(name, r)| match r {
+                Ok(()) => format!("[+]{name} ok\n"),
+                Err(e) => format!("[-]{name} failed: {e}\n"),
+            })
+            .collect();
+        out.push_str(&format!(
+            "{endpoint} check {}\n",
+            if failed { "failed" } else { "passed" }
+        ));
+        out
+    } else {
+        "ok".to_string()
+    };
+    let code = if failed {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    full(code, "text/plain; charset=utf-8", body.into_bytes())
 }
 
 fn version() -> Value {
