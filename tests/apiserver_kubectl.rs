@@ -395,6 +395,25 @@ fn patches(v: &str, store: Store) {
         k.json(&["get", "cm", "a", "-n", "lab", "-o", "json"])["data"],
         after["data"]
     );
+    // --dry-run=server runs every check and stores nothing.
+    let rv = k.json(&["get", "cm", "a", "-n", "lab", "-o", "json"])["metadata"]["resourceVersion"]
+        .clone();
+    k.ok(&[
+        "label",
+        "cm",
+        "a",
+        "-n",
+        "lab",
+        "dry=run",
+        "--dry-run=server",
+    ]);
+    k.ok(&["delete", "cm", "a", "-n", "lab", "--dry-run=server"]);
+    let still = k.json(&["get", "cm", "a", "-n", "lab", "-o", "json"]);
+    assert_eq!(
+        still["metadata"]["resourceVersion"], rv,
+        "a dry run changed the object"
+    );
+    assert!(still["metadata"]["labels"].get("dry").is_none());
     let nf = k.fails(&["label", "cm", "nope", "-n", "lab", "x=y"]);
     assert!(nf.contains("not found"), "{nf}");
 }

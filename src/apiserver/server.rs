@@ -672,6 +672,16 @@ async fn resource_request(
     let r = t.resource;
     let ns = t.namespace.clone();
     let method = req.method().clone();
+    // `?dryRun=All`: every check runs, nothing is stored.
+    let dry_run = match q.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value: \"{other}\": supported values: \"All\""
+            )));
+        }
+    };
     match (method, t.name.clone()) {
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             authorize(user, "watch", &t)?;
@@ -720,6 +730,12 @@ async fn resource_request(
                 obj["spec"] = json!({"finalizers": ["kubernetes"]});
                 obj["status"] = json!({"phase": "Active"});
             }
+            if dry_run {
+                if ctx.storage.get(&r.key(ns.as_deref(), &name)).await.is_ok() {
+                    return Err(ApiError::already_exists(r.group, r.name, &name));
+                }
+                return Ok(json_response(StatusCode::CREATED, &obj));
+            }
             let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
             let rev = ctx
                 .storage
@@ -757,6 +773,13 @@ async fn resource_request(
                 _ => current.revision,
             };
             let bytes = for_storage(&mut obj, &old)?;
+            if dry_run {
+                if expected != current.revision {
+                    return Err(ApiError::conflict(r.group, r.name, &name));
+                }
+                obj["metadata"]["resourceVersion"] = json!(current.revision.to_string());
+                return Ok(json_response(StatusCode::OK, &obj));
+            }
             let rev = ctx
                 .storage
                 .update(&key, expected, bytes)
@@ -797,6 +820,10 @@ async fn resource_request(
                 }
                 admit(&t, Some(&name), &mut obj)?;
                 let bytes = for_storage(&mut obj, &old)?;
+                if dry_run {
+                    obj["metadata"]["resourceVersion"] = json!(current.revision.to_string());
+                    return Ok(json_response(StatusCode::OK, &obj));
+                }
                 match ctx.storage.update(&key, current.revision, bytes).await {
                     Ok(rev) => {
                         obj["metadata"]["resourceVersion"] = json!(rev.to_string());
@@ -810,17 +837,36 @@ async fn resource_request(
         }
         (Method::DELETE, Some(name)) => {
             authorize(user, "delete", &t)?;
+            // kubectl sends DeleteOptions in the body: dryRun and preconditions live there.
+            let (_, body) = read_raw(req).await?;
+            let options: Value = if body.is_empty() {
+                json!({})
+            } else {
+                parse_json(&body)?
+            };
+            let dry_run = dry_run
+                || options["dryRun"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v == "All"));
             let key = r.key(ns.as_deref(), &name);
             let current = ctx
                 .storage
                 .get(&key)
                 .await
                 .map_err(|e| storage_error(&t, &name, e))?;
+            let pre = &options["preconditions"];
+            let current_obj = served(&current)?;
+            if (pre["uid"].is_string() && pre["uid"] != current_obj["metadata"]["uid"])
+                || (pre["resourceVersion"].is_string()
+                    && pre["resourceVersion"] != current_obj["metadata"]["resourceVersion"])
+            {
+                return Err(ApiError::conflict(r.group, r.name, &name));
+            }
             if r.name == "namespaces" {
                 // A namespace is emptied by the namespace controller before it goes: mark it
                 // Terminating; the `kubernetes` finalizer keeps it until then.
                 let mut obj = served(&current)?;
-                if obj["metadata"]["deletionTimestamp"].is_null() {
+                if obj["metadata"]["deletionTimestamp"].is_null() && !dry_run {
                     obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
                     obj["status"]["phase"] = json!("Terminating");
                     if let Some(m) = obj["metadata"].as_object_mut() {
@@ -836,6 +882,9 @@ async fn resource_request(
                     obj["metadata"]["resourceVersion"] = json!(rev.to_string());
                 }
                 return Ok(json_response(StatusCode::OK, &obj));
+            }
+            if dry_run {
+                return Ok(json_response(StatusCode::OK, &served(&current)?));
             }
             let (gone, _) = ctx
                 .storage
