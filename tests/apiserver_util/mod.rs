@@ -129,11 +129,8 @@ pub struct KubePki {
 impl KubePki {
     /// Generates a fresh PKI (ECDSA P-256 keys) into a new temp dir.
     pub fn new() -> KubePki {
-        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
-        use rcgen::{
-            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-            IsCa, KeyPair, KeyUsagePurpose,
-        };
+        use rcgen::ExtendedKeyUsagePurpose::{self, ClientAuth, ServerAuth};
+        use rcgen::{CertifiedIssuer, KeyPair};
 
         let dir = tempfile::Builder::new()
             .prefix("minik-kube-pki-")
@@ -144,44 +141,18 @@ impl KubePki {
             fs::write(&path, pem).expect("write PEM");
             path
         };
-
-        let ca = |cn: &str| {
-            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-        };
+        let ca = common::test_ca;
         // A leaf certificate signed by `issuer`, written as `<name>.crt` / `<name>.key`.
-        // (rcgen keeps one value per DN attribute, so a certificate has at most one group.)
         let leaf = |name: &str,
                     issuer: &CertifiedIssuer<'_, KeyPair>,
                     cn: &str,
                     group: Option<&str>,
                     sans: &[&str],
                     eku: ExtendedKeyUsagePurpose| {
-            let mut p =
-                CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                    .unwrap();
-            p.distinguished_name.push(DnType::CommonName, cn);
-            if let Some(g) = group {
-                p.distinguished_name.push(DnType::OrganizationName, g);
-            }
-            p.is_ca = IsCa::ExplicitNoCa;
-            p.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            p.extended_key_usages = vec![eku];
-            let key = KeyPair::generate().unwrap();
-            let cert = p.signed_by(&key, issuer).unwrap();
+            let (cert, key) = common::signed_leaf(issuer, cn, group, sans, vec![eku]);
             CertFiles {
-                cert: write(&format!("{name}.crt"), &cert.pem()),
-                key: write(&format!("{name}.key"), &key.serialize_pem()),
+                cert: write(&format!("{name}.crt"), &cert),
+                key: write(&format!("{name}.key"), &key),
             }
         };
 

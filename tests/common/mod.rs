@@ -164,10 +164,7 @@ pub struct Pki {
 impl Pki {
     /// Generates a fresh PKI (ECDSA P-256 keys) into a new temp dir.
     pub fn new() -> Pki {
-        use rcgen::{
-            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-            IsCa, KeyPair, KeyUsagePurpose,
-        };
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
         let dir = tempfile::Builder::new()
             .prefix("minik-pki-")
             .tempdir()
@@ -178,55 +175,27 @@ impl Pki {
             path
         };
 
-        let ca = |cn: &str| {
-            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-        };
-        let leaf = |cn: &str, sans: &[&str], ekus: Vec<ExtendedKeyUsagePurpose>| {
-            let mut p =
-                CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                    .unwrap();
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.is_ca = IsCa::ExplicitNoCa;
-            p.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            p.extended_key_usages = ekus;
-            (p, KeyPair::generate().unwrap())
-        };
-        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
-
-        let ca1 = ca("minik-test-ca");
-        let (sp, sk) = leaf(
+        let ca1 = test_ca("minik-test-ca");
+        let (server, sk) = signed_leaf(
+            &ca1,
             "minik-test-server",
+            None,
             &["127.0.0.1", "localhost"],
             vec![ServerAuth, ClientAuth],
         );
-        let server = sp.signed_by(&sk, &ca1).unwrap();
-        let (cp, ck) = leaf("minik-test-client", &[], vec![ClientAuth]);
-        let client = cp.signed_by(&ck, &ca1).unwrap();
-
-        let ca2 = ca("untrusted-ca");
-        let (up, uk) = leaf("untrusted-client", &[], vec![ClientAuth]);
-        let untrusted = up.signed_by(&uk, &ca2).unwrap();
+        let (client, ck) = signed_leaf(&ca1, "minik-test-client", None, &[], vec![ClientAuth]);
+        let ca2 = test_ca("untrusted-ca");
+        let (untrusted, uk) = signed_leaf(&ca2, "untrusted-client", None, &[], vec![ClientAuth]);
 
         Pki {
             ca_cert: write("ca.pem", &ca1.pem()),
-            server_cert: write("server.pem", &server.pem()),
-            server_key: write("server-key.pem", &sk.serialize_pem()),
-            client_cert: write("client.pem", &client.pem()),
-            client_key: write("client-key.pem", &ck.serialize_pem()),
+            server_cert: write("server.pem", &server),
+            server_key: write("server-key.pem", &sk),
+            client_cert: write("client.pem", &client),
+            client_key: write("client-key.pem", &ck),
             untrusted_ca_cert: write("untrusted-ca.pem", &ca2.pem()),
-            untrusted_client_cert: write("untrusted-client.pem", &untrusted.pem()),
-            untrusted_client_key: write("untrusted-client-key.pem", &uk.serialize_pem()),
+            untrusted_client_cert: write("untrusted-client.pem", &untrusted),
+            untrusted_client_key: write("untrusted-client-key.pem", &uk),
             dir: Arc::new(dir),
         }
     }
@@ -249,6 +218,48 @@ impl Pki {
             "--client-cert-auth".into(),
         ]
     }
+}
+
+/// A self-signed test CA (ECDSA P-256).
+pub fn test_ca(cn: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    rcgen::CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A leaf certificate signed by `issuer`: CN `cn`, optionally O `group` (the Kubernetes group;
+/// rcgen keeps one value per DN attribute), the given SANs and extended key usages. Returns the
+/// certificate and key as PEM.
+pub fn signed_leaf(
+    issuer: &rcgen::CertifiedIssuer<'_, rcgen::KeyPair>,
+    cn: &str,
+    group: Option<&str>,
+    sans: &[&str],
+    ekus: Vec<rcgen::ExtendedKeyUsagePurpose>,
+) -> (String, String) {
+    use rcgen::{CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut p =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(g) = group {
+        p.distinguished_name.push(DnType::OrganizationName, g);
+    }
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = ekus;
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
 }
 
 impl Default for Pki {
