@@ -565,6 +565,12 @@ fn new_uid() -> String {
     )
 }
 
+/// The answer to a successful write: the object at its new resourceVersion.
+fn written(code: StatusCode, mut obj: Value, revision: i64) -> Response<Body> {
+    obj["metadata"]["resourceVersion"] = json!(revision.to_string());
+    json_response(code, &obj)
+}
+
 /// The bytes to store for an update of `old`: the server-owned fields (uid, creation time) are
 /// kept from `old`, and the resourceVersion is not stored (it is the key's etcd revision).
 fn for_storage(obj: &mut Value, old: &Value) -> Result<Vec<u8>, ApiError> {
@@ -742,8 +748,7 @@ async fn resource_request(
                 .create(&r.key(ns.as_deref(), &name), bytes)
                 .await
                 .map_err(|e| storage_error(&t, &name, e))?;
-            obj["metadata"]["resourceVersion"] = json!(rev.to_string());
-            Ok(json_response(StatusCode::CREATED, &obj))
+            Ok(written(StatusCode::CREATED, obj, rev))
         }
         (Method::PUT, Some(name)) => {
             authorize(user, "update", &t)?;
@@ -785,8 +790,7 @@ async fn resource_request(
                 .update(&key, expected, bytes)
                 .await
                 .map_err(|e| storage_error(&t, &name, e))?;
-            obj["metadata"]["resourceVersion"] = json!(rev.to_string());
-            Ok(json_response(StatusCode::OK, &obj))
+            Ok(written(StatusCode::OK, obj, rev))
         }
         (Method::PATCH, Some(name)) => {
             authorize(user, "patch", &t)?;
@@ -826,8 +830,7 @@ async fn resource_request(
                 }
                 match ctx.storage.update(&key, current.revision, bytes).await {
                     Ok(rev) => {
-                        obj["metadata"]["resourceVersion"] = json!(rev.to_string());
-                        return Ok(json_response(StatusCode::OK, &obj));
+                        return Ok(written(StatusCode::OK, obj, rev));
                     }
                     Err(StorageError::Conflict { .. }) => continue,
                     Err(e) => return Err(storage_error(&t, &name, e)),
@@ -865,26 +868,22 @@ async fn resource_request(
             if r.name == "namespaces" {
                 // A namespace is emptied by the namespace controller before it goes: mark it
                 // Terminating; the `kubernetes` finalizer keeps it until then.
-                let mut obj = served(&current)?;
-                if obj["metadata"]["deletionTimestamp"].is_null() && !dry_run {
-                    obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-                    obj["status"]["phase"] = json!("Terminating");
-                    if let Some(m) = obj["metadata"].as_object_mut() {
-                        m.remove("resourceVersion");
-                    }
-                    let bytes =
-                        serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
-                    let rev = ctx
-                        .storage
-                        .update(&key, current.revision, bytes)
-                        .await
-                        .map_err(|e| storage_error(&t, &name, e))?;
-                    obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+                if !current_obj["metadata"]["deletionTimestamp"].is_null() || dry_run {
+                    return Ok(json_response(StatusCode::OK, &current_obj));
                 }
-                return Ok(json_response(StatusCode::OK, &obj));
+                let mut obj = current_obj.clone();
+                obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+                obj["status"]["phase"] = json!("Terminating");
+                let bytes = for_storage(&mut obj, &current_obj)?;
+                let rev = ctx
+                    .storage
+                    .update(&key, current.revision, bytes)
+                    .await
+                    .map_err(|e| storage_error(&t, &name, e))?;
+                return Ok(written(StatusCode::OK, obj, rev));
             }
             if dry_run {
-                return Ok(json_response(StatusCode::OK, &served(&current)?));
+                return Ok(json_response(StatusCode::OK, &current_obj));
             }
             let (gone, _) = ctx
                 .storage
