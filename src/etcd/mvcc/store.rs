@@ -75,22 +75,22 @@ impl Store {
             }
 
             let kv = view.txn.open_table(KV)?;
+            // Records come in revision order, so the last one seen for a key is its current
+            // state: that gives the index and which lease each live key is attached to.
+            let mut leased: std::collections::HashMap<Vec<u8>, i64> = Default::default();
             for row in kv.iter()? {
                 let (k, v) = row?;
                 let rec = decode_record(k.value(), v.value())?;
                 index.restore_record(&rec);
-            }
-            // Re-attach live keys to their leases.
-            index.visit(KeyRange::new(&[0], &[0]), |_, ki| {
-                if let Some(rev) = ki.latest()
-                    && let Ok(Some(v)) = kv.get(rev_key(rev))
-                    && let Ok(rec) = decode_record(rev_key(rev), v.value())
-                    && rec.kv.lease != 0
-                {
-                    lessor.attach(rec.kv.lease, &rec.kv.key);
+                if rec.tombstone || rec.kv.lease == 0 {
+                    leased.remove(&rec.kv.key);
+                } else {
+                    leased.insert(rec.kv.key, rec.kv.lease);
                 }
-                true
-            });
+            }
+            for (key, lease) in leased {
+                lessor.attach(lease, &key);
+            }
         }
         let (cluster_id, member_id) = match (cluster_id, member_id) {
             (Some(c), Some(m)) => (c as u64, m as u64),

@@ -176,10 +176,9 @@ fn apply_batch(store: &Store, jobs: Vec<Job>) {
             }
         }
         let mut meta = txn.open_table(META)?;
-        use redb::ReadableTable;
         meta.insert(META_CURRENT_REV, cur)?;
-        let raft_index = meta.get(META_RAFT_INDEX)?.map(|v| v.value()).unwrap_or(0);
-        meta.insert(META_RAFT_INDEX, raft_index + applied as i64)?;
+        // The store keeps the applied count in memory; no need to read it back each batch.
+        meta.insert(META_RAFT_INDEX, (store.raft_index() + applied) as i64)?;
         if store.compacted() != compacted_before {
             meta.insert(META_COMPACT_REV, store.compacted())?;
         }
