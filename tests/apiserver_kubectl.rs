@@ -796,7 +796,7 @@ fn generators_secrets_and_service_accounts_with_kubectl_1_27() {
     );
     let sa = k.ok(&["get", "sa", "-n", "lab", "-o", "name"]);
     assert_eq!(sa.trim(), "serviceaccount/robot");
-    // Secret data must be base64: the real apiserver's 422.
+    // Secret data must be base64: the real apiserver's 400 from decoding the body.
     let bad = create_fails(
         &c,
         &k,
@@ -804,7 +804,11 @@ fn generators_secrets_and_service_accounts_with_kubectl_1_27() {
         &json!({"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "bad", "namespace": "lab"}, "data": {"k": "%%%"}}),
     );
-    assert!(bad.contains("illegal base64 data"), "{bad}");
+    assert!(
+        bad.contains("(BadRequest)")
+            && bad.contains("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data at input byte 0"),
+        "{bad}"
+    );
 }
 
 fn create_fails(c: &Cluster, k: &apiserver_util::Kubectl, file: &str, object: &Value) -> String {

@@ -15,9 +15,17 @@
 //! - [`printers`]: the `Table` kubectl prints, with the real columns;
 //! - [`status`]: `Status` errors as kubectl reads them; [`selector`]: label selectors.
 
+pub mod admission;
+mod bootstrap;
+pub mod defaults;
+pub mod handlers;
 pub mod printers;
 pub mod resources;
 pub mod selector;
 pub mod server;
 pub mod status;
 pub mod storage;
+pub mod strategic;
+pub mod subresources;
+pub mod typed;
+pub mod validation;

@@ -156,12 +156,17 @@ impl FieldSelector {
 
     pub fn matches(&self, obj: &serde_json::Value) -> bool {
         self.reqs.iter().all(|(field, eq, want)| {
-            let got = field
-                .split('.')
-                .fold(obj, |v, part| &v[part])
-                .as_str()
-                .unwrap_or("");
-            (got == want) == *eq
+            let v = field.split('.').fold(obj, |v, part| &v[part]);
+            // Field values compare as text: booleans and numbers as Go formats them, an absent
+            // field as "" (and `spec.hostNetwork` absent as "false").
+            let got = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Null if field == "spec.hostNetwork" || field == "spec.unschedulable" => "false".into(),
+                _ => String::new(),
+            };
+            (got == *want) == *eq
         })
     }
 }

@@ -13,12 +13,134 @@ pub struct ApiError {
     pub details: Option<Value>,
 }
 
+/// What is wrong with a field (apimachinery's `field.ErrorType`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorType {
+    /// `Required value`
+    Required,
+    /// `Invalid value: "x": detail`
+    Invalid,
+    /// `Duplicate value: "x"`
+    Duplicate,
+    /// `Unsupported value: "x": supported values: "a", "b"`
+    NotSupported(Vec<&'static str>),
+    /// `Forbidden: detail`
+    Forbidden,
+    /// `Not found: "x"`
+    NotFound,
+}
+
 /// One invalid field of a 422 Invalid answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
+    pub kind: ErrorType,
     pub field: String,
+    /// The offending value as Go prints it (strings quoted, numbers bare).
     pub value: String,
     pub detail: String,
+}
+
+impl FieldError {
+    pub fn invalid(field: impl Into<String>, value: &Value, detail: impl Into<String>) -> Self {
+        FieldError {
+            kind: ErrorType::Invalid,
+            field: field.into(),
+            value: go_value(value),
+            detail: detail.into(),
+        }
+    }
+
+    /// An invalid string value (the common case).
+    pub fn invalid_str(field: impl Into<String>, value: &str, detail: impl Into<String>) -> Self {
+        FieldError::invalid(field, &Value::String(value.to_string()), detail)
+    }
+
+    pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            kind: ErrorType::Required,
+            field: field.into(),
+            value: String::new(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
+        FieldError {
+            kind: ErrorType::Duplicate,
+            field: field.into(),
+            value: go_value(value),
+            detail: String::new(),
+        }
+    }
+
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: &Value,
+        supported: &[&'static str],
+    ) -> Self {
+        FieldError {
+            kind: ErrorType::NotSupported(supported.to_vec()),
+            field: field.into(),
+            value: go_value(value),
+            detail: String::new(),
+        }
+    }
+
+    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            kind: ErrorType::Forbidden,
+            field: field.into(),
+            value: String::new(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The cause's reason (`FieldValueInvalid`, …).
+    pub fn reason(&self) -> &'static str {
+        match self.kind {
+            ErrorType::Required => "FieldValueRequired",
+            ErrorType::Invalid => "FieldValueInvalid",
+            ErrorType::Duplicate => "FieldValueDuplicate",
+            ErrorType::NotSupported(_) => "FieldValueNotSupported",
+            ErrorType::Forbidden => "FieldValueForbidden",
+            ErrorType::NotFound => "FieldValueNotFound",
+        }
+    }
+
+    /// The message without the field (`Invalid value: "x": detail`), as in a cause.
+    pub fn body(&self) -> String {
+        let with_detail = |head: String| {
+            if self.detail.is_empty() {
+                head
+            } else {
+                format!("{head}: {}", self.detail)
+            }
+        };
+        match &self.kind {
+            ErrorType::Required => with_detail("Required value".into()),
+            ErrorType::Invalid => with_detail(format!("Invalid value: {}", self.value)),
+            ErrorType::Duplicate => format!("Duplicate value: {}", self.value),
+            ErrorType::NotSupported(values) => {
+                let list: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+                format!(
+                    "Unsupported value: {}: supported values: {}",
+                    self.value,
+                    list.join(", ")
+                )
+            }
+            ErrorType::Forbidden => with_detail("Forbidden".into()),
+            ErrorType::NotFound => format!("Not found: {}", self.value),
+        }
+    }
+}
+
+/// A value printed as Go's field errors print it: strings quoted, numbers and booleans bare.
+fn go_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
 }
 
 impl ApiError {
@@ -77,7 +199,7 @@ impl ApiError {
     pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> ApiError {
         let list: Vec<String> = errors
             .iter()
-            .map(|e| format!("{}: Invalid value: \"{}\": {}", e.field, e.value, e.detail))
+            .map(|e| format!("{}: {}", e.field, e.body()))
             .collect();
         let message = if list.len() == 1 {
             format!("{kind} \"{name}\" is invalid: {}", list[0])
@@ -91,8 +213,8 @@ impl ApiError {
                     .iter()
                     .map(|e| {
                         json!({
-                            "reason": "FieldValueInvalid",
-                            "message": format!("Invalid value: \"{}\": {}", e.value, e.detail),
+                            "reason": e.reason(),
+                            "message": e.body(),
                             "field": e.field,
                         })
                     })
@@ -211,11 +333,11 @@ mod tests {
             "",
             "ConfigMap",
             "Bad",
-            &[FieldError {
-                field: "metadata.name".into(),
-                value: "Bad".into(),
-                detail: "must be lower case".into(),
-            }],
+            &[FieldError::invalid_str(
+                "metadata.name",
+                "Bad",
+                "must be lower case",
+            )],
         );
         assert_eq!(
             inv.message,

@@ -37,6 +37,12 @@ pub struct ApiServerArgs {
     /// Client certificates signed by this CA are authenticated (CN = user, O = groups).
     #[arg(long)]
     pub client_ca_file: PathBuf,
+    /// The range Services' cluster IPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+    /// The range of NodePort Services' node ports.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
 }
 
 pub fn run(a: ApiServerArgs) -> anyhow::Result<ExitCode> {
@@ -52,6 +58,8 @@ pub fn run(a: ApiServerArgs) -> anyhow::Result<ExitCode> {
         tls_cert_file: a.tls_cert_file,
         tls_private_key_file: a.tls_private_key_file,
         client_ca_file: a.client_ca_file,
+        service_cluster_ip_range: a.service_cluster_ip_range,
+        service_node_port_range: a.service_node_port_range,
     };
     super::runtime()?.block_on(server::serve(cfg, super::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)

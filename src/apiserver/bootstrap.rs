@@ -1,0 +1,112 @@
+//! What kube-apiserver creates itself at start-up (its "bootstrap controllers"): the system
+//! namespaces `default`, `kube-system`, `kube-public`, `kube-node-lease`, and the `kubernetes`
+//! Service in `default` — the first address of the service range — with the Endpoints and
+//! EndpointSlice pointing at this API server. Existing objects are kept; the endpoints are
+//! brought up to date (the port may differ from the last run).
+
+use serde_json::{Value, json};
+
+use super::handlers::{self, FieldValidation, Target, WriteOptions};
+use super::resources;
+use super::server::Ctx;
+
+fn target(group: &str, name: &str, namespace: Option<&str>) -> anyhow::Result<Target> {
+    let resource = resources::find(group, "v1", name)
+        .ok_or_else(|| anyhow::anyhow!("resource {name} is not served"))?;
+    Ok(Target {
+        resource,
+        namespace: namespace.map(str::to_string),
+        name: None,
+        subresource: None,
+    })
+}
+
+fn options() -> WriteOptions {
+    WriteOptions {
+        dry_run: false,
+        validation: FieldValidation::Strict,
+        warnings: Vec::new(),
+    }
+}
+
+/// Creates `obj` unless it exists; with `reconcile`, an existing object gets `obj`'s content.
+async fn ensure(ctx: &Ctx, t: Target, obj: Value, reconcile: bool) -> anyhow::Result<()> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    match handlers::create(ctx, &t, obj.clone(), &mut options()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 && reconcile => {
+            handlers::update(ctx, &t, &name, false, &mut options(), |old| {
+                let mut next = obj.clone();
+                next["metadata"]["labels"] = old["metadata"]["labels"].clone();
+                Ok(next)
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!(e.message))
+        }
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("{}", e.message)),
+    }
+}
+
+pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        ensure(ctx, target("", "namespaces", None)?, obj, false).await?;
+    }
+    let ip = ctx.allocator.first().to_string();
+    let port = ctx.secure_port;
+    let host = ctx
+        .address
+        .rsplit_once(':')
+        .map_or("127.0.0.1", |(h, _)| h)
+        .to_string();
+    let host = if host == "0.0.0.0" {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
+        "spec": {"clusterIP": ip, "type": "ClusterIP", "sessionAffinity": "None",
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    });
+    ensure(
+        ctx,
+        target("", "services", Some("default"))?,
+        service,
+        false,
+    )
+    .await?;
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": host}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    ensure(
+        ctx,
+        target("", "endpoints", Some("default"))?,
+        endpoints,
+        true,
+    )
+    .await?;
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    ensure(
+        ctx,
+        target("discovery.k8s.io", "endpointslices", Some("default"))?,
+        slice,
+        true,
+    )
+    .await
+}

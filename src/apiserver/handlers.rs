@@ -1,0 +1,1250 @@
+//! The REST verbs on resources — what kube-apiserver's generic registry does for every type:
+//! get, list, watch, create, update (PUT), patch, delete and deletecollection, plus the
+//! `/status` subresource. Each write runs the same pipeline as in Kubernetes: decode (typed, per
+//! `fieldValidation`), default ([`super::defaults`]), admit ([`super::admission`]), validate
+//! ([`super::validation`]), then a store transaction guarded by resourceVersion
+//! ([`super::storage`]). Subresources with their own logic (scale, binding, eviction, log) live
+//! in [`super::subresources`].
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::admission;
+use super::defaults;
+use super::printers;
+use super::resources::{self, Resource};
+use super::selector::{FieldSelector, Selector};
+use super::server::{Body, Ctx, MAX_BODY, User, authorize, json_response, query};
+use super::status::{ApiError, FieldError};
+use super::storage::{StorageError, Stored, WatchEvent};
+use super::subresources;
+use super::typed;
+use super::validation;
+
+/// The request target, parsed.
+pub(super) struct Target {
+    pub resource: &'static Resource,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+fn not_found() -> ApiError {
+    ApiError {
+        code: 404,
+        reason: "NotFound",
+        message: "the server could not find the requested resource".into(),
+        details: None,
+    }
+}
+
+/// Reads `[namespaces/<ns>/]<resource>[/<name>[/<subresource>]]` of a group/version.
+pub(super) fn parse_target(
+    group: &str,
+    version: &str,
+    segments: &[&str],
+) -> Result<Target, ApiError> {
+    let (namespace, rest) = match segments {
+        // `namespaces/<name>/status` is the namespace's own subresource.
+        ["namespaces", _, "status" | "finalize"] => (None, segments),
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        rest => (None, rest),
+    };
+    let (res, name, sub) = match rest {
+        [res] => (*res, None, None),
+        [res, name] => (*res, Some(name.to_string()), None),
+        [res, name, sub] => (*res, Some(name.to_string()), Some(sub.to_string())),
+        _ => return Err(not_found()),
+    };
+    let resource = resources::find(group, version, res).ok_or_else(not_found)?;
+    if namespace.is_some() && !resource.namespaced {
+        return Err(not_found());
+    }
+    if let Some(s) = &sub
+        && !resource.has_subresource(s)
+    {
+        return Err(not_found());
+    }
+    Ok(Target {
+        resource,
+        namespace,
+        name,
+        subresource: sub,
+    })
+}
+
+/// `?fieldValidation=`: what to do with fields the type does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+fn field_validation(q: &BTreeMap<String, String>) -> Result<FieldValidation, ApiError> {
+    match q.get("fieldValidation").map(String::as_str) {
+        None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+        ))),
+    }
+}
+
+/// Per-request options every write shares.
+pub(super) struct WriteOptions {
+    pub dry_run: bool,
+    pub validation: FieldValidation,
+    /// `Warning` headers for the answer (unknown fields under `Warn`).
+    pub warnings: Vec<String>,
+}
+
+/// Adds `Warning: 299 - "…"` headers, as kubectl prints them.
+pub(super) fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+/// Checks an incoming object against the URL and its type, decodes it as the type, fills the
+/// defaults and validates it (`old` is the stored object on update). Returns the name.
+pub(super) fn admit(
+    t: &Target,
+    name_from_url: Option<&str>,
+    obj: &mut Value,
+    old: Option<&Value>,
+    opts: &mut WriteOptions,
+) -> Result<String, ApiError> {
+    let r = t.resource;
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    let kind = obj["kind"].as_str().unwrap_or("").to_string();
+    let api_version = obj["apiVersion"].as_str().unwrap_or("").to_string();
+    if (!kind.is_empty() && kind != r.kind)
+        || (!api_version.is_empty() && api_version != r.api_version())
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({}) or kind ({kind}) is not {}",
+            r.api_version(),
+            r.kind
+        )));
+    }
+    obj["kind"] = json!(r.kind);
+    obj["apiVersion"] = json!(r.api_version());
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    let meta = &mut obj["metadata"];
+    let mut name = meta["name"].as_str().unwrap_or("").to_string();
+    if name.is_empty()
+        && let Some(prefix) = meta["generateName"].as_str()
+    {
+        let suffix: String = format!("{:x}", crate::etcd::lease::random_id())
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(5)
+            .collect();
+        name = format!("{prefix}{suffix}");
+        meta["name"] = json!(name);
+    }
+    if let Some(url_name) = name_from_url
+        && url_name != name
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({name}) does not match the name on the URL ({url_name})"
+        )));
+    }
+    if name.is_empty() {
+        return Err(ApiError::invalid(
+            r.group,
+            r.kind,
+            "",
+            &[FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            )],
+        ));
+    }
+    if r.namespaced {
+        let ns = t.namespace.clone().unwrap_or_default();
+        match meta["namespace"].as_str() {
+            Some(body_ns) if !body_ns.is_empty() && body_ns != ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => meta["namespace"] = json!(ns),
+        }
+    } else if let Some(m) = meta.as_object_mut() {
+        m.remove("namespace");
+    }
+    // The typed decode: wrong JSON types are a 400, unknown fields are dropped (and reported).
+    if let Some(decoded) = typed::decode(r, obj) {
+        let handled = |why: String| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {why}",
+                r.kind, r.version, r.kind
+            ))
+        };
+        let decoded = decoded.map_err(handled)?;
+        let unknown: Vec<String> = decoded
+            .unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        match opts.validation {
+            FieldValidation::Strict if !unknown.is_empty() => {
+                return Err(handled(format!(
+                    "strict decoding error: {}",
+                    unknown.join(", ")
+                )));
+            }
+            FieldValidation::Warn => opts.warnings.extend(unknown),
+            _ => {}
+        }
+        *obj = decoded.object;
+    }
+    if r.group.is_empty() && r.name == "secrets" {
+        secret_string_data(obj);
+    }
+    defaults::apply(r, obj);
+    let mut errors: Vec<FieldError> = Vec::new();
+    if let Some(e) = validation::name_error(r, &name) {
+        errors.push(e);
+    }
+    validation::validate(r, obj, old, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(r.group, r.kind, &name, &errors));
+    }
+    Ok(name)
+}
+
+/// A Secret's `stringData` is a write-only convenience: merged into `data`, encoded.
+fn secret_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(string_data) = obj
+        .as_object_mut()
+        .and_then(|m| m.remove("stringData"))
+        .and_then(|v| v.as_object().cloned())
+    else {
+        return;
+    };
+    if !obj["data"].is_object() {
+        obj["data"] = json!({});
+    }
+    for (k, v) in string_data {
+        let text = v.as_str().unwrap_or_default();
+        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
+pub(super) async fn resource_request(
+    ctx: &Ctx,
+    user: &User,
+    t: Target,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let q = query(&req);
+    let table = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(printers::wants_table);
+    // `?dryRun=All`: every check runs, nothing is stored.
+    let dry_run = match q.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value: \"{other}\": supported values: \"All\""
+            )));
+        }
+    };
+    let mut opts = WriteOptions {
+        dry_run,
+        validation: field_validation(&q)?,
+        warnings: Vec::new(),
+    };
+    let ns = t.namespace.clone();
+    let r = t.resource;
+    let method = req.method().clone();
+    let verb = match (&method, &t.name) {
+        (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            "watch"
+        }
+        (&Method::GET, None) => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, None) => "deletecollection",
+        (&Method::DELETE, Some(_)) => "delete",
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    if !r.verbs().contains(&verb) && t.subresource.is_none() {
+        return Err(ApiError::method_not_allowed());
+    }
+    authorize(user, verb, r, ns.as_deref())?;
+    let resp = match (verb, t.name.clone(), t.subresource.as_deref()) {
+        ("watch", None, None) => return watch(ctx, &t, &q).await,
+        ("list", None, None) => return list(ctx, &t, &q, table).await,
+        ("get", Some(name), None | Some("status")) => {
+            let stored = ctx
+                .storage
+                .get(&r.key(ns.as_deref(), &name))
+                .await
+                .map_err(|e| storage_error(&t, &name, e))?;
+            let obj = served(&stored)?;
+            if table {
+                let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &printers::table(r, &[obj], meta, now_secs()),
+                ));
+            }
+            Ok(json_response(StatusCode::OK, &obj))
+        }
+        ("create", None, None) => {
+            let body = read_body(req).await?;
+            if r.verbs == resources::Verbs::CreateOnly {
+                return subresources::review(ctx, user, &t, body).await;
+            }
+            create(ctx, &t, body, &mut opts).await
+        }
+        ("update", Some(name), sub @ (None | Some("status"))) => {
+            let mut body = read_body(req).await?;
+            let status = sub.is_some();
+            let expected = body["metadata"]["resourceVersion"]
+                .as_str()
+                .filter(|rv| !rv.is_empty())
+                .map(str::to_string);
+            if let Some(rv) = &expected
+                && rv.parse::<i64>().is_err()
+            {
+                return Err(ApiError::invalid(
+                    r.group,
+                    r.kind,
+                    &name,
+                    &[FieldError::invalid_str(
+                        "metadata.resourceVersion",
+                        rv,
+                        "must be a number",
+                    )],
+                ));
+            }
+            if !body.is_object() {
+                return Err(ApiError::bad_request(
+                    "the request body must be a JSON object",
+                ));
+            }
+            let (obj, rev) = update(ctx, &t, &name, status, &mut opts, |_old| {
+                Ok(std::mem::take(&mut body))
+            })
+            .await?;
+            Ok(written(StatusCode::OK, obj, rev))
+        }
+        ("patch", Some(name), sub @ (None | Some("status"))) => {
+            let (mime, raw) = read_raw(req).await?;
+            let patch = parse_patch(&mime, &raw)?;
+            let (obj, rev) = update(ctx, &t, &name, sub.is_some(), &mut opts, |old| {
+                apply_patch(old, &patch)
+            })
+            .await?;
+            Ok(written(StatusCode::OK, obj, rev))
+        }
+        ("delete", Some(name), None) => {
+            let (_, raw) = read_raw(req).await?;
+            let options = delete_options(&raw, &q)?;
+            delete(ctx, &t, &name, &options, opts.dry_run).await
+        }
+        ("deletecollection", None, None) => {
+            let (_, raw) = read_raw(req).await?;
+            let options = delete_options(&raw, &q)?;
+            delete_collection(ctx, &t, &q, &options, opts.dry_run).await
+        }
+        (_, Some(name), Some(sub)) => {
+            subresources::handle(ctx, &t, &name, sub, verb, req, &q, &mut opts).await
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }?;
+    Ok(with_warnings(resp, &opts.warnings))
+}
+
+/// `POST` of a new object.
+pub(super) async fn create(
+    ctx: &Ctx,
+    t: &Target,
+    mut obj: Value,
+    opts: &mut WriteOptions,
+) -> Result<Response<Body>, ApiError> {
+    let r = t.resource;
+    let ns = t.namespace.clone();
+    let name = admit(t, None, &mut obj, None, opts)?;
+    if let Some(ns) = &ns {
+        // NamespaceLifecycle: objects go only into namespaces that exist and are not going.
+        let ns_res = resources::find("", "v1", "namespaces").unwrap_or(r);
+        let stored = ctx
+            .storage
+            .get(&ns_res.key(None, ns))
+            .await
+            .map_err(|_| ApiError::not_found("", "namespaces", ns))?;
+        let namespace = served(&stored)?;
+        if namespace["status"]["phase"] == "Terminating" {
+            return Err(ApiError {
+                code: 403,
+                reason: "Forbidden",
+                message: format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    qualified(r)
+                ),
+                details: Some(json!({"name": name, "kind": r.name, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
+            });
+        }
+    }
+    let uid = new_uid();
+    let meta = &mut obj["metadata"];
+    meta["uid"] = json!(uid);
+    meta["creationTimestamp"] = json!(now_rfc3339());
+    if let Some(m) = meta.as_object_mut() {
+        for f in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            m.remove(f);
+        }
+    }
+    admission::prepare_create(r, &mut obj, &uid);
+    let key = r.key(ns.as_deref(), &name);
+    let _guard = if r.group.is_empty() && r.name == "services" {
+        let guard = ctx.alloc_lock.lock().await;
+        let others = stored_objects(ctx, t, "").await?;
+        ctx.allocator
+            .allocate(&mut obj, None, &others)
+            .map_err(|e| ApiError::invalid(r.group, r.kind, &name, &e))?;
+        Some(guard)
+    } else {
+        None
+    };
+    if opts.dry_run {
+        if ctx.storage.get(&key).await.is_ok() {
+            return Err(ApiError::already_exists(r.group, r.name, &name));
+        }
+        return Ok(json_response(StatusCode::CREATED, &obj));
+    }
+    let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+    let rev = ctx
+        .storage
+        .create(&key, bytes)
+        .await
+        .map_err(|e| storage_error(t, &name, e))?;
+    Ok(written(StatusCode::CREATED, obj, rev))
+}
+
+/// Every stored object of the target's type in all namespaces (for allocations and checks).
+async fn stored_objects(ctx: &Ctx, t: &Target, except: &str) -> Result<Vec<Value>, ApiError> {
+    let page = ctx
+        .storage
+        .list(&t.resource.key(None, ""), 0, 0, None)
+        .await
+        .map_err(|e| storage_error(t, "", e))?;
+    let mut out = Vec::new();
+    for s in &page.items {
+        let v = served(s)?;
+        if v["metadata"]["uid"] != except {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// An update of a stored object (PUT, PATCH, the `/status` subresource, and the server's own
+/// changes): `change` makes the new object from the current one; it is re-run on a conflict
+/// with a concurrent writer (as kube-apiserver's GuaranteedUpdate) unless the new object names
+/// a resourceVersion, which must then be the current one (409 otherwise).
+pub(super) async fn update(
+    ctx: &Ctx,
+    t: &Target,
+    name: &str,
+    status: bool,
+    opts: &mut WriteOptions,
+    mut change: impl FnMut(&Value) -> Result<Value, ApiError>,
+) -> Result<(Value, i64), ApiError> {
+    let r = t.resource;
+    let key = r.key(t.namespace.as_deref(), name);
+    for _ in 0..8 {
+        let current = ctx
+            .storage
+            .get(&key)
+            .await
+            .map_err(|e| storage_error(t, name, e))?;
+        let old = served(&current)?;
+        let mut obj = change(&old)?;
+        let pinned = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .filter(|rv| !rv.is_empty())
+            .map(str::to_string);
+        if let Some(rv) = &pinned
+            && *rv != current.revision.to_string()
+        {
+            return Err(ApiError::conflict(r.group, r.name, name));
+        }
+        if status {
+            admission::prepare_status_update(&mut obj, &old);
+            admit(t, Some(name), &mut obj, Some(&old), opts)?;
+        } else {
+            admit(t, Some(name), &mut obj, Some(&old), opts)?;
+            admission::prepare_update(r, &mut obj, &old);
+        }
+        // Deletion is the server's: clients can neither set nor clear deletionTimestamp.
+        for f in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
+            match old["metadata"].get(f) {
+                Some(v) => obj["metadata"][f] = v.clone(),
+                None => {
+                    if let Some(m) = obj["metadata"].as_object_mut() {
+                        m.remove(f);
+                    }
+                }
+            }
+        }
+        let _guard = if r.group.is_empty() && r.name == "services" && !status {
+            let guard = ctx.alloc_lock.lock().await;
+            let uid = old["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            let others = stored_objects(ctx, t, &uid).await?;
+            ctx.allocator
+                .allocate(&mut obj, Some(&old), &others)
+                .map_err(|e| ApiError::invalid(r.group, r.kind, name, &e))?;
+            Some(guard)
+        } else {
+            None
+        };
+        let bytes = for_storage(&mut obj, &old)?;
+        // Nothing changed: no write, no event, the same resourceVersion (as kube-apiserver).
+        let unchanged = serde_json::from_slice::<Value>(&current.value)
+            .is_ok_and(|stored| serde_json::from_slice::<Value>(&bytes).is_ok_and(|b| b == stored));
+        if unchanged || opts.dry_run {
+            obj["metadata"]["resourceVersion"] = json!(current.revision.to_string());
+            return Ok((obj, current.revision));
+        }
+        // The last finalizer of an object being deleted is gone: the object goes.
+        let finalizers_done = obj["metadata"]["deletionTimestamp"].is_string()
+            && obj["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty);
+        if finalizers_done && r.name != "pods" {
+            let (_, rev) = ctx
+                .storage
+                .delete(&key, current.revision)
+                .await
+                .map_err(|e| storage_error(t, name, e))?;
+            obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+            return Ok((obj, rev));
+        }
+        match ctx.storage.update(&key, current.revision, bytes).await {
+            Ok(rev) => {
+                obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+                return Ok((obj, rev));
+            }
+            Err(StorageError::Conflict { .. }) if pinned.is_none() => continue,
+            Err(e) => return Err(storage_error(t, name, e)),
+        }
+    }
+    Err(ApiError::conflict(r.group, r.name, name))
+}
+
+fn apply_patch(old: &Value, patch: &PatchKind) -> Result<Value, ApiError> {
+    let mut obj = old.clone();
+    match patch {
+        PatchKind::Json(ops) => json_patch::patch(&mut obj, ops).map_err(|e| ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: format!("the JSON patch could not be applied: {e}"),
+            details: None,
+        })?,
+        PatchKind::Merge(m) => json_patch::merge(&mut obj, m),
+    }
+    Ok(obj)
+}
+
+/// DeleteOptions from the body (kubectl sends them there) or the query.
+pub(super) struct DeleteOptions {
+    pub dry_run: bool,
+    pub grace_period: Option<i64>,
+    pub propagation: String,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+}
+
+/// DeleteOptions from a body alone (an Eviction's `deleteOptions`).
+pub(super) fn delete_options_from(raw: &[u8]) -> Result<DeleteOptions, ApiError> {
+    delete_options(raw, &BTreeMap::new())
+}
+
+fn delete_options(raw: &[u8], q: &BTreeMap<String, String>) -> Result<DeleteOptions, ApiError> {
+    let body: Value = if raw.is_empty() {
+        json!({})
+    } else {
+        parse_json(raw)?
+    };
+    let propagation = body["propagationPolicy"]
+        .as_str()
+        .or(q.get("propagationPolicy").map(String::as_str))
+        .unwrap_or("Background")
+        .to_string();
+    if !["Background", "Foreground", "Orphan"].contains(&propagation.as_str()) {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "DeleteOptions",
+            "",
+            &[FieldError::not_supported(
+                "propagationPolicy",
+                &json!(propagation),
+                &["Foreground", "Background", "Orphan", "nil"],
+            )],
+        ));
+    }
+    let grace_period = body["gracePeriodSeconds"].as_i64().or_else(|| {
+        q.get("gracePeriodSeconds")
+            .and_then(|g| g.parse::<i64>().ok())
+    });
+    if body["orphanDependents"] == json!(true) && body["propagationPolicy"].is_string() {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "DeleteOptions",
+            "",
+            &[FieldError::invalid(
+                "propagationPolicy",
+                &body["propagationPolicy"],
+                "orphanDependents and deletionPropagation cannot be both set",
+            )],
+        ));
+    }
+    let propagation = if body["orphanDependents"] == json!(true) {
+        "Orphan".to_string()
+    } else {
+        propagation
+    };
+    Ok(DeleteOptions {
+        dry_run: body["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "All")),
+        grace_period,
+        propagation,
+        precondition_uid: body["preconditions"]["uid"].as_str().map(str::to_string),
+        precondition_rv: body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
+    })
+}
+
+/// DELETE of one object: gone at once, or — when finalizers, Foreground/Orphan propagation or
+/// a pod's grace period say so — marked with a deletionTimestamp for its finalizers (the
+/// garbage collector, the namespace controller, the kubelet) to finish.
+pub(super) async fn delete(
+    ctx: &Ctx,
+    t: &Target,
+    name: &str,
+    options: &DeleteOptions,
+    dry_run: bool,
+) -> Result<Response<Body>, ApiError> {
+    let r = t.resource;
+    let dry_run = dry_run || options.dry_run;
+    let key = r.key(t.namespace.as_deref(), name);
+    for _ in 0..8 {
+        let current = ctx
+            .storage
+            .get(&key)
+            .await
+            .map_err(|e| storage_error(t, name, e))?;
+        let old = served(&current)?;
+        if options
+            .precondition_uid
+            .as_ref()
+            .is_some_and(|u| old["metadata"]["uid"] != *u)
+            || options
+                .precondition_rv
+                .as_ref()
+                .is_some_and(|rv| old["metadata"]["resourceVersion"] != *rv)
+        {
+            return Err(ApiError::conflict(r.group, r.name, name));
+        }
+        let mut obj = old.clone();
+        let mut finalizers: Vec<Value> = obj["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let extra = match options.propagation.as_str() {
+            "Foreground" => Some("foregroundDeletion"),
+            "Orphan" => Some("orphan"),
+            _ => None,
+        };
+        if let Some(f) = extra
+            && !finalizers.iter().any(|x| x == f)
+            && obj["metadata"]["deletionTimestamp"].is_null()
+        {
+            finalizers.push(json!(f));
+        }
+        let is_namespace = r.group.is_empty() && r.name == "namespaces";
+        // A pod on a node is deleted gracefully: its kubelet stops it and then deletes it.
+        let grace = if r.group.is_empty() && r.name == "pods" && obj["spec"]["nodeName"].is_string()
+        {
+            options
+                .grace_period
+                .or(obj["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(30)
+                .max(0)
+        } else {
+            0
+        };
+        let graceful = is_namespace || !finalizers.is_empty() || grace > 0;
+        if !graceful {
+            if dry_run {
+                return Ok(json_response(StatusCode::OK, &old));
+            }
+            match ctx.storage.delete(&key, current.revision).await {
+                Ok((gone, _)) => return Ok(json_response(StatusCode::OK, &served(&gone)?)),
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(storage_error(t, name, e)),
+            }
+        }
+        if obj["metadata"]["deletionTimestamp"].is_string() && extra.is_none() {
+            // Already being deleted: nothing more to do.
+            return Ok(json_response(StatusCode::OK, &old));
+        }
+        let when = if grace > 0 {
+            rfc3339(now_secs() + grace)
+        } else {
+            now_rfc3339()
+        };
+        if obj["metadata"]["deletionTimestamp"].is_null() {
+            obj["metadata"]["deletionTimestamp"] = json!(when);
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        }
+        if !finalizers.is_empty() {
+            obj["metadata"]["finalizers"] = Value::Array(finalizers);
+        }
+        if is_namespace {
+            obj["status"]["phase"] = json!("Terminating");
+        }
+        if dry_run {
+            return Ok(json_response(StatusCode::OK, &obj));
+        }
+        let bytes = for_storage(&mut obj, &old)?;
+        match ctx.storage.update(&key, current.revision, bytes).await {
+            Ok(rev) => {
+                let code = if grace > 0 || is_namespace {
+                    StatusCode::OK
+                } else {
+                    StatusCode::ACCEPTED
+                };
+                return Ok(written(code, obj, rev));
+            }
+            Err(StorageError::Conflict { .. }) => continue,
+            Err(e) => return Err(storage_error(t, name, e)),
+        }
+    }
+    Err(ApiError::conflict(r.group, r.name, name))
+}
+
+/// DELETE of a collection: every object the selectors match, each as a single DELETE.
+async fn delete_collection(
+    ctx: &Ctx,
+    t: &Target,
+    q: &BTreeMap<String, String>,
+    options: &DeleteOptions,
+    dry_run: bool,
+) -> Result<Response<Body>, ApiError> {
+    let (labels, fields) = selectors(t, q)?;
+    let page = ctx
+        .storage
+        .list(&collection_prefix(t), 0, 0, None)
+        .await
+        .map_err(|e| storage_error(t, "", e))?;
+    let mut deleted = Vec::new();
+    for s in &page.items {
+        let v = served(s)?;
+        if !(fields.matches(&v) && labels.matches(&labels_of(&v))) {
+            continue;
+        }
+        let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let one = Target {
+            resource: t.resource,
+            namespace: v["metadata"]["namespace"].as_str().map(str::to_string),
+            name: Some(name.clone()),
+            subresource: None,
+        };
+        match delete(ctx, &one, &name, options, dry_run).await {
+            Ok(_) => deleted.push(v),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": format!("{}List", t.resource.kind),
+            "apiVersion": t.resource.api_version(),
+            "metadata": {"resourceVersion": page.revision.to_string()},
+            "items": deleted,
+        }),
+    ))
+}
+
+fn qualified(r: &Resource) -> String {
+    if r.group.is_empty() {
+        r.name.to_string()
+    } else {
+        format!("{}.{}", r.name, r.group)
+    }
+}
+
+/// The answer to a successful write: the object at its new resourceVersion.
+pub(super) fn written(code: StatusCode, mut obj: Value, revision: i64) -> Response<Body> {
+    obj["metadata"]["resourceVersion"] = json!(revision.to_string());
+    json_response(code, &obj)
+}
+
+/// The bytes to store for an update of `old`: the server-owned fields (uid, creation time) are
+/// kept from `old`, and the resourceVersion is not stored (it is the key's etcd revision).
+pub(super) fn for_storage(obj: &mut Value, old: &Value) -> Result<Vec<u8>, ApiError> {
+    let meta = &mut obj["metadata"];
+    meta["uid"] = old["metadata"]["uid"].clone();
+    meta["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(obj).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+pub(super) fn storage_error(t: &Target, name: &str, e: StorageError) -> ApiError {
+    let r = t.resource;
+    match e {
+        StorageError::NotFound { .. } => ApiError::not_found(r.group, r.name, name),
+        StorageError::AlreadyExists { .. } => ApiError::already_exists(r.group, r.name, name),
+        StorageError::Conflict { .. } => ApiError::conflict(r.group, r.name, name),
+        StorageError::Expired {
+            requested,
+            compacted,
+        } => ApiError::expired(format!(
+            "too old resource version: {requested} ({compacted})"
+        )),
+        StorageError::InvalidContinue(why) => ApiError::bad_request(format!(
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. ({why})"
+        )),
+        StorageError::Unavailable(m) => ApiError::unavailable(m),
+    }
+}
+
+
+/// The object as served: stored JSON with its resourceVersion filled in.
+pub(super) fn served(stored: &Stored) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(&stored.value).map_err(|e| {
+        ApiError::internal(format!("stored object {} is not JSON: {e}", stored.key))
+    })?;
+    v["metadata"]["resourceVersion"] = json!(stored.revision.to_string());
+    Ok(v)
+}
+
+pub(super) fn labels_of(v: &Value) -> BTreeMap<String, String> {
+    v["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(super) async fn read_body(req: Request<Incoming>) -> Result<Value, ApiError> {
+    let (mime, body) = read_raw(req).await?;
+    parse_body(&mime, &body)
+}
+
+/// A request body in one of the formats the API accepts for objects.
+pub(super) fn parse_body(mime: &str, body: &[u8]) -> Result<Value, ApiError> {
+    match mime {
+        "application/json" | "" | "*/*" => parse_json(body),
+        "application/yaml" => serde_yaml::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("error decoding the request body as YAML: {e}"))
+        }),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+pub(super) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}")))
+}
+
+/// The body (within [`MAX_BODY`]) and its media type without parameters.
+pub(super) async fn read_raw(req: Request<Incoming>) -> Result<(String, Bytes), ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && len > MAX_BODY
+    {
+        return Err(ApiError::too_large());
+    }
+    let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| ApiError::too_large())?
+        .to_bytes();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Ok((mime, body))
+}
+
+/// The kinds of PATCH kubectl sends.
+pub(super) enum PatchKind {
+    Json(json_patch::Patch),
+    Merge(Value),
+}
+
+pub(super) fn parse_patch(mime: &str, body: &[u8]) -> Result<PatchKind, ApiError> {
+    match mime {
+        "application/json-patch+json" => serde_json::from_slice(body)
+            .map(PatchKind::Json)
+            .map_err(|e| ApiError::bad_request(format!("error decoding the JSON patch: {e}"))),
+        "application/merge-patch+json" => parse_json(body).map(PatchKind::Merge),
+        "application/strategic-merge-patch+json" => {
+            // For the types served so far (no lists of objects with merge keys), a strategic
+            // merge patch means exactly a JSON merge patch; its `$`-directives do not yet.
+            let v = parse_json(body)?;
+            if let Some(d) = first_directive(&v) {
+                return Err(ApiError::bad_request(format!(
+                    "strategic merge patch directive {d:?} is not supported by minik yet"
+                )));
+            }
+            Ok(PatchKind::Merge(v))
+        }
+        "application/apply-patch+yaml" => Err(ApiError {
+            code: 415,
+            reason: "UnsupportedMediaType",
+            message: "server-side apply is not supported by minik yet".into(),
+            details: None,
+        }),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+fn first_directive(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(m) => m.iter().find_map(|(k, v)| {
+            if k.starts_with('$') {
+                Some(k.clone())
+            } else {
+                first_directive(v)
+            }
+        }),
+        Value::Array(a) => a.iter().find_map(first_directive),
+        _ => None,
+    }
+}
+
+pub(super) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64
+}
+
+pub(super) fn now_rfc3339() -> String {
+    rfc3339(now_secs())
+}
+
+/// An RFC 3339 UTC timestamp (`2026-11-22T01:52:59Z`) of seconds since the epoch.
+pub(super) fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub(super) fn new_uid() -> String {
+    let a = crate::etcd::lease::random_id() as u64;
+    let b = crate::etcd::lease::random_id() as u64;
+    let hex = format!("{a:016x}{b:016x}");
+    // RFC 4122 version 4 layout.
+    format!(
+        "{}-{}-4{}-{}{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        ["8", "9", "a", "b"][(b & 3) as usize],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+
+pub(super) fn selectors(
+    t: &Target,
+    q: &BTreeMap<String, String>,
+) -> Result<(Selector, FieldSelector), ApiError> {
+    let labels = match q.get("labelSelector") {
+        Some(s) => Selector::parse(s)
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+        None => Selector::default(),
+    };
+    let fields = FieldSelector::parse(
+        q.get("fieldSelector").map_or("", String::as_str),
+        &t.resource.field_selectors(),
+    )
+    .map_err(ApiError::bad_request)?;
+    Ok((labels, fields))
+}
+
+pub(super) fn collection_prefix(t: &Target) -> String {
+    t.resource.key(t.namespace.as_deref(), "")
+}
+
+async fn list(
+    ctx: &Ctx,
+    t: &Target,
+    q: &BTreeMap<String, String>,
+    table: bool,
+) -> Result<Response<Body>, ApiError> {
+    let (labels, fields) = selectors(t, q)?;
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<i64>().ok())
+        .unwrap_or(0)
+        .max(0);
+    let page = ctx
+        .storage
+        .list(
+            &collection_prefix(t),
+            limit,
+            0,
+            q.get("continue")
+                .map(String::as_str)
+                .filter(|c| !c.is_empty()),
+        )
+        .await
+        .map_err(|e| storage_error(t, "", e))?;
+    let mut items = Vec::new();
+    for s in &page.items {
+        let v = served(s)?;
+        if fields.matches(&v) && labels.matches(&labels_of(&v)) {
+            items.push(v);
+        }
+    }
+    let mut meta = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(c) = &page.continue_token {
+        meta["continue"] = json!(c);
+    }
+    if let Some(n) = page.remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
+    if table {
+        return Ok(json_response(
+            StatusCode::OK,
+            &printers::table(t.resource, &items, meta, now_secs()),
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": format!("{}List", t.resource.kind),
+            "apiVersion": t.resource.api_version(),
+            "metadata": meta,
+            "items": items,
+        }),
+    ))
+}
+
+fn watch_line(kind: &str, obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+async fn watch(
+    ctx: &Ctx,
+    t: &Target,
+    q: &BTreeMap<String, String>,
+) -> Result<Response<Body>, ApiError> {
+    let (labels, fields) = selectors(t, q)?;
+    let prefix = collection_prefix(t);
+    let rv = q.get("resourceVersion").cloned().unwrap_or_default();
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let wants = move |v: &Value| fields.matches(v) && labels.matches(&labels_of(v));
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+    // resourceVersion "" or "0": start with the current state as ADDED events.
+    let from = match rv.as_str() {
+        "" | "0" => {
+            let page = ctx
+                .storage
+                .list(&prefix, 0, 0, None)
+                .await
+                .map_err(|e| storage_error(t, "", e))?;
+            for s in &page.items {
+                let v = served(s)?;
+                if wants(&v) {
+                    let _ = tx.send(Ok(Frame::data(watch_line("ADDED", &v)))).await;
+                }
+            }
+            page.revision
+        }
+        n => n
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version {n:?}")))?,
+    };
+    let mut events = ctx
+        .storage
+        .watch(&prefix, from)
+        .await
+        .map_err(|e| storage_error(t, "", e))?;
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        loop {
+            let ev = tokio::select! {
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+                ev = events.next() => ev,
+            };
+            let line = match ev {
+                None => return,
+                Some(Err(StorageError::Expired {
+                    requested,
+                    compacted,
+                })) => watch_line(
+                    "ERROR",
+                    &ApiError::expired(format!(
+                        "too old resource version: {requested} ({compacted})"
+                    ))
+                    .to_status(),
+                ),
+                Some(Err(_)) => return,
+                Some(Ok(WatchEvent::Added(s))) => match served(&s) {
+                    Ok(v) if wants(&v) => watch_line("ADDED", &v),
+                    _ => continue,
+                },
+                Some(Ok(WatchEvent::Modified { object, .. })) => match served(&object) {
+                    Ok(v) if wants(&v) => watch_line("MODIFIED", &v),
+                    _ => continue,
+                },
+                Some(Ok(WatchEvent::Deleted { object, revision })) => {
+                    match served(&Stored { revision, ..object }) {
+                        Ok(v) if wants(&v) => watch_line("DELETED", &v),
+                        _ => continue,
+                    }
+                }
+            };
+            if tx.send(Ok(Frame::data(line))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = StreamBody::new(ReceiverStream::new(rx)).boxed();
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::TRANSFER_ENCODING, "chunked")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::server::percent_decode;
+
+    #[test]
+    fn bodies() {
+        let y = parse_body(
+            "application/yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  k: v\n",
+        )
+        .unwrap();
+        assert_eq!(y["metadata"]["name"], "a");
+        assert_eq!(y["data"]["k"], "v");
+        let j = parse_body("application/json", br#"{"kind":"ConfigMap"}"#).unwrap();
+        assert_eq!(j["kind"], "ConfigMap");
+        assert_eq!(
+            parse_body("application/yaml", b"a: [").unwrap_err().code,
+            400
+        );
+        assert_eq!(parse_body("application/json", b"{").unwrap_err().code, 400);
+        assert_eq!(parse_body("text/plain", b"x").unwrap_err().code, 415);
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(percent_decode("app%3Dx%2Ctier"), "app=x,tier");
+        assert_eq!(percent_decode("a+b%"), "a b%");
+        let ts = now_rfc3339();
+        assert_eq!(ts.len(), 20);
+        assert!(ts.ends_with('Z'));
+        let uid = new_uid();
+        assert_eq!(uid.len(), 36);
+        assert_eq!(&uid[14..15], "4");
+        let t = parse_target("", "v1", &["namespaces", "lab", "configmaps", "x"]).unwrap();
+        assert_eq!(
+            (t.namespace.as_deref(), t.name.as_deref()),
+            (Some("lab"), Some("x"))
+        );
+        let t = parse_target("", "v1", &["namespaces", "lab"]).unwrap();
+        assert_eq!(
+            (t.resource.name, t.name.as_deref()),
+            ("namespaces", Some("lab"))
+        );
+        let t = parse_target("", "v1", &["namespaces", "lab", "status"]).unwrap();
+        assert_eq!((t.resource.name, t.subresource.as_deref()), ("namespaces", Some("status")));
+        let t = parse_target("apps", "v1", &["namespaces", "lab", "deployments", "d", "scale"]).unwrap();
+        assert_eq!(t.subresource.as_deref(), Some("scale"));
+        assert!(parse_target("apps", "v1", &["namespaces", "lab", "deployments", "d", "log"]).is_err());
+        assert!(parse_target("", "v1", &["namespaces", "lab", "namespaces"]).is_err());
+        assert!(parse_target("", "v1", &["widgets"]).is_err());
+    }
+}

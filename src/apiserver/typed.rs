@@ -1,0 +1,175 @@
+//! The typed decode every built-in object goes through, as kube-apiserver decodes a request body
+//! into its Go struct: a field of the wrong JSON type is a 400 naming the field, and fields the
+//! type does not have are found (for `fieldValidation=Strict|Warn`) and dropped before storing.
+//!
+//! The types are those of the `k8s-openapi` crate (Kubernetes 1.33).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::resources::Resource;
+
+/// What the typed decode of an object found.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The object as its type holds it: unknown fields dropped.
+    pub object: Value,
+    /// Paths of the fields the type does not have (`spec.template.spec.containers[0].foo`).
+    pub unknown: Vec<String>,
+}
+
+fn roundtrip<T: for<'de> Deserialize<'de> + Serialize>(obj: &Value) -> Result<Value, String> {
+    let typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
+        let inner = e.inner().to_string();
+        // Bytes fields (Secret data, ConfigMap binaryData) fail as Go's base64 decoder says.
+        if let Some(rest) = inner
+            .strip_prefix("Invalid symbol ")
+            .or_else(|| inner.strip_prefix("Invalid last symbol "))
+        {
+            let offset = rest
+                .split("offset ")
+                .nth(1)
+                .map_or("0", |o| o.trim_end_matches('.'));
+            return format!("illegal base64 data at input byte {offset}");
+        }
+        if inner.starts_with("Invalid input length") || inner.starts_with("Invalid padding") {
+            return "illegal base64 data at input byte 0".to_string();
+        }
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })?;
+    serde_json::to_value(&typed).map_err(|e| e.to_string())
+}
+
+macro_rules! typed {
+    ($r:expr, $obj:expr; $($group:literal $kind:literal => $t:ty),* $(,)?) => {
+        match ($r.group, $r.kind) {
+            $(($group, $kind) => Some(roundtrip::<$t>($obj)),)*
+            _ => None,
+        }
+    };
+}
+
+/// Decodes `obj` (which already carries its apiVersion and kind) as the built-in type of `r`.
+/// None for types without a typed form here (custom resources).
+pub fn decode(r: &Resource, obj: &Value) -> Option<Result<Decoded, String>> {
+    use k8s_openapi::api::{
+        apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
+        autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
+        core::v1 as core, discovery::v1 as discovery, networking::v1 as networking,
+        policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+        storage::v1 as storage,
+    };
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+    let result = typed!(r, obj;
+        "" "Binding" => core::Binding,
+        "" "ConfigMap" => core::ConfigMap,
+        "" "Endpoints" => core::Endpoints,
+        "" "Event" => core::Event,
+        "" "LimitRange" => core::LimitRange,
+        "" "Namespace" => core::Namespace,
+        "" "Node" => core::Node,
+        "" "PersistentVolumeClaim" => core::PersistentVolumeClaim,
+        "" "PersistentVolume" => core::PersistentVolume,
+        "" "Pod" => core::Pod,
+        "" "PodTemplate" => core::PodTemplate,
+        "" "ReplicationController" => core::ReplicationController,
+        "" "ResourceQuota" => core::ResourceQuota,
+        "" "Secret" => core::Secret,
+        "" "ServiceAccount" => core::ServiceAccount,
+        "" "Service" => core::Service,
+        "apps" "ControllerRevision" => apps::ControllerRevision,
+        "apps" "DaemonSet" => apps::DaemonSet,
+        "apps" "Deployment" => apps::Deployment,
+        "apps" "ReplicaSet" => apps::ReplicaSet,
+        "apps" "StatefulSet" => apps::StatefulSet,
+        "authentication.k8s.io" "SelfSubjectReview" => authn::SelfSubjectReview,
+        "authentication.k8s.io" "TokenReview" => authn::TokenReview,
+        "authorization.k8s.io" "LocalSubjectAccessReview" => authz::LocalSubjectAccessReview,
+        "authorization.k8s.io" "SelfSubjectAccessReview" => authz::SelfSubjectAccessReview,
+        "authorization.k8s.io" "SelfSubjectRulesReview" => authz::SelfSubjectRulesReview,
+        "authorization.k8s.io" "SubjectAccessReview" => authz::SubjectAccessReview,
+        "autoscaling" "HorizontalPodAutoscaler" => autoscaling::HorizontalPodAutoscaler,
+        "batch" "CronJob" => batch::CronJob,
+        "batch" "Job" => batch::Job,
+        "coordination.k8s.io" "Lease" => coordination::Lease,
+        "discovery.k8s.io" "EndpointSlice" => discovery::EndpointSlice,
+        "networking.k8s.io" "IngressClass" => networking::IngressClass,
+        "networking.k8s.io" "Ingress" => networking::Ingress,
+        "networking.k8s.io" "NetworkPolicy" => networking::NetworkPolicy,
+        "policy" "PodDisruptionBudget" => policy::PodDisruptionBudget,
+        "rbac.authorization.k8s.io" "ClusterRoleBinding" => rbac::ClusterRoleBinding,
+        "rbac.authorization.k8s.io" "ClusterRole" => rbac::ClusterRole,
+        "rbac.authorization.k8s.io" "RoleBinding" => rbac::RoleBinding,
+        "rbac.authorization.k8s.io" "Role" => rbac::Role,
+        "scheduling.k8s.io" "PriorityClass" => scheduling::PriorityClass,
+        "storage.k8s.io" "StorageClass" => storage::StorageClass,
+        "apiextensions.k8s.io" "CustomResourceDefinition" => apiextensions::CustomResourceDefinition,
+    )?;
+    Some(result.map(|object| {
+        let mut unknown = Vec::new();
+        dropped(obj, &object, String::new(), &mut unknown);
+        Decoded { object, unknown }
+    }))
+}
+
+/// Paths present (and not null) in `input` but missing from `typed`.
+fn dropped(input: &Value, typed: &Value, path: String, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(t) => dropped(v, t, p, out),
+                    None if v.is_null() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (v, t)) in a.iter().zip(b).enumerate() {
+                dropped(v, t, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::resources::find;
+    use serde_json::json;
+
+    #[test]
+    fn wrong_types_name_the_field_and_unknown_fields_are_found() {
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        let bad = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": "three"}});
+        let e = decode(deploy, &bad).unwrap().unwrap_err();
+        assert!(e.starts_with("spec.replicas: invalid type"), "{e}");
+
+        let extra = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": 1, "replicaz": 2, "selector": {"matchLabels": {"a": "b"}},
+              "template": {"spec": {"containers": [{"name": "c", "image": "i", "colour": "red"}]}}}});
+        let d = decode(deploy, &extra).unwrap().unwrap();
+        assert_eq!(
+            d.unknown,
+            vec![
+                "spec.replicaz".to_string(),
+                "spec.template.spec.containers[0].colour".to_string()
+            ]
+        );
+        assert!(d.object["spec"].get("replicaz").is_none());
+        assert_eq!(d.object["spec"]["selector"]["matchLabels"]["a"], "b");
+        assert!(decode(deploy, &json!([])).unwrap().is_err());
+    }
+}
