@@ -148,7 +148,10 @@ fn pod(obj: &mut Value) {
         .as_object_mut()
         .map(|m| m.entry("tolerations").or_insert_with(|| json!([])));
     if let Some(Value::Array(list)) = tolerations {
-        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
             let tolerated = list.iter().any(|t| {
                 (t["key"] == key || (t["key"].is_null() && t["operator"] == "Exists"))
                     && (t["effect"].is_null() || t["effect"] == "NoExecute")
@@ -255,16 +258,12 @@ fn job_selector(obj: &mut Value, uid: &str) {
         return;
     }
     spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-    if let Some(meta) = spec
-        .get_mut("template")
-        .filter(|t| t.is_object())
-        .map(|t| {
-            if !t["metadata"].is_object() {
-                t["metadata"] = json!({});
-            }
-            &mut t["metadata"]
-        })
-    {
+    if let Some(meta) = spec.get_mut("template").filter(|t| t.is_object()).map(|t| {
+        if !t["metadata"].is_object() {
+            t["metadata"] = json!({});
+        }
+        &mut t["metadata"]
+    }) {
         if !meta["labels"].is_object() {
             meta["labels"] = json!({});
         }
@@ -306,7 +305,9 @@ impl Allocator {
             .split_once('-')
             .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
             .filter(|(a, b)| a <= b)
-            .ok_or_else(|| format!("--service-node-port-range {node_ports:?} is not a range like 30000-32767"))?;
+            .ok_or_else(|| {
+                format!("--service-node-port-range {node_ports:?} is not a range like 30000-32767")
+            })?;
         Ok(Allocator {
             network: Ipv4Addr::from(u32::from(ip) & mask),
             prefix,
@@ -510,9 +511,20 @@ mod tests {
         assert_eq!(p["spec"]["serviceAccountName"], "default");
         assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 2);
         let mount = &p["spec"]["containers"][0]["volumeMounts"][0];
-        assert_eq!(mount["mountPath"], "/var/run/secrets/kubernetes.io/serviceaccount");
-        assert!(p["spec"]["volumes"][0]["name"].as_str().unwrap().starts_with("kube-api-access-"));
-        assert_eq!(qos_class(&json!({"containers": [{"name": "c"}]})), "BestEffort");
+        assert_eq!(
+            mount["mountPath"],
+            "/var/run/secrets/kubernetes.io/serviceaccount"
+        );
+        assert!(
+            p["spec"]["volumes"][0]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("kube-api-access-")
+        );
+        assert_eq!(
+            qos_class(&json!({"containers": [{"name": "c"}]})),
+            "BestEffort"
+        );
         assert_eq!(
             qos_class(&json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]})),
             "Burstable"
@@ -522,7 +534,8 @@ mod tests {
     #[test]
     fn generation_counts_spec_changes_only() {
         let d = find("apps", "v1", "deployments").unwrap();
-        let mut old = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        let mut old =
+            json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
         prepare_create(d, &mut old, "u");
         assert_eq!(old["metadata"]["generation"], 1);
         assert!(old.get("status").is_none());
@@ -540,21 +553,29 @@ mod tests {
         let a = Allocator::new("10.96.0.0/12", "30000-32767").unwrap();
         assert_eq!(a.first().to_string(), "10.96.0.1");
         let kubernetes = json!({"spec": {"clusterIP": "10.96.0.1"}});
-        let mut s = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
-        a.allocate(&mut s, None, std::slice::from_ref(&kubernetes)).unwrap();
+        let mut s =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        a.allocate(&mut s, None, std::slice::from_ref(&kubernetes))
+            .unwrap();
         let ip = s["spec"]["clusterIP"].as_str().unwrap().to_string();
         assert_ne!(ip, "10.96.0.1");
         let np = s["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
         assert!((30000..=32767).contains(&np));
         let mut clash = json!({"spec": {"type": "NodePort", "clusterIP": ip, "ports": [{"port": 80, "nodePort": np}]}});
-        let e = a.allocate(&mut clash, None, &[kubernetes, s.clone()]).unwrap_err();
+        let e = a
+            .allocate(&mut clash, None, &[kubernetes, s.clone()])
+            .unwrap_err();
         assert_eq!(e.len(), 2);
         assert!(e[1].body().contains("provided port is already allocated"));
         let mut outside = json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}});
         let e = a.allocate(&mut outside, None, &[]).unwrap_err();
-        assert!(e[0].body().contains("The range of valid IPs is 10.96.0.0/12"));
+        assert!(
+            e[0].body()
+                .contains("The range of valid IPs is 10.96.0.0/12")
+        );
         // An update keeps the address and the node port.
-        let mut upd = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        let mut upd =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
         a.allocate(&mut upd, Some(&s), &[]).unwrap();
         assert_eq!(upd["spec"]["clusterIP"], s["spec"]["clusterIP"]);
         assert_eq!(upd["spec"]["ports"][0]["nodePort"], np);

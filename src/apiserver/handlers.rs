@@ -287,9 +287,7 @@ pub(super) async fn resource_request(
     let r = t.resource;
     let method = req.method().clone();
     let verb = match (&method, &t.name) {
-        (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-            "watch"
-        }
+        (&Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => "watch",
         (&Method::GET, None) => "list",
         (&Method::GET, Some(_)) => "get",
         (&Method::POST, _) => "create",
@@ -365,7 +363,7 @@ pub(super) async fn resource_request(
             let (mime, raw) = read_raw(req).await?;
             let patch = parse_patch(&mime, &raw)?;
             let (obj, rev) = update(ctx, &t, &name, sub.is_some(), &mut opts, |old| {
-                apply_patch(old, &patch)
+                apply_patch(ctx, r, old, &patch)
             })
             .await?;
             Ok(written(StatusCode::OK, obj, rev))
@@ -415,7 +413,9 @@ pub(super) async fn create(
                     "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                     qualified(r)
                 ),
-                details: Some(json!({"name": name, "kind": r.name, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]})),
+                details: Some(
+                    json!({"name": name, "kind": r.name, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
+                ),
             });
         }
     }
@@ -570,9 +570,36 @@ pub(super) async fn update(
     Err(ApiError::conflict(r.group, r.name, name))
 }
 
-fn apply_patch(old: &Value, patch: &PatchKind) -> Result<Value, ApiError> {
+/// Applies a PATCH body to the current object.
+pub(super) fn apply_patch(
+    ctx: &Ctx,
+    r: &Resource,
+    old: &Value,
+    patch: &PatchKind,
+) -> Result<Value, ApiError> {
     let mut obj = old.clone();
     match patch {
+        PatchKind::Strategic(p) => {
+            let Some(root) = ctx.definition_of(r) else {
+                return Err(ApiError::unsupported_media_type(
+                    "application/strategic-merge-patch+json",
+                ));
+            };
+            obj =
+                super::strategic::apply(old, p, ctx.openapi.definitions(), root).map_err(|e| {
+                    let code = e.status_code();
+                    ApiError {
+                        code,
+                        reason: match code {
+                            400 => "BadRequest",
+                            422 => "Invalid",
+                            _ => "InternalError",
+                        },
+                        message: e.to_string(),
+                        details: None,
+                    }
+                })?;
+        }
         PatchKind::Json(ops) => json_patch::patch(&mut obj, ops).map_err(|e| ApiError {
             code: 422,
             reason: "Invalid",
@@ -853,7 +880,6 @@ pub(super) fn storage_error(t: &Target, name: &str, e: StorageError) -> ApiError
     }
 }
 
-
 /// The object as served: stored JSON with its resourceVersion filled in.
 pub(super) fn served(stored: &Stored) -> Result<Value, ApiError> {
     let mut v: Value = serde_json::from_slice(&stored.value).map_err(|e| {
@@ -883,6 +909,18 @@ pub(super) async fn read_body(req: Request<Incoming>) -> Result<Value, ApiError>
 pub(super) fn parse_body(mime: &str, body: &[u8]) -> Result<Value, ApiError> {
     match mime {
         "application/json" | "" | "*/*" => parse_json(body),
+        // kubectl 1.32+ sends typed built-in objects as Kubernetes protobuf.
+        "application/vnd.kubernetes.protobuf" => {
+            super::protobuf::decode(body).map_err(|e| match super::protobuf::type_meta(body) {
+                Ok((api_version, kind)) if !kind.is_empty() => {
+                    let version = api_version.rsplit('/').next().unwrap_or("").to_string();
+                    ApiError::bad_request(format!(
+                        "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}"
+                    ))
+                }
+                _ => ApiError::bad_request(e.to_string()),
+            })
+        }
         "application/yaml" => serde_yaml::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("error decoding the request body as YAML: {e}"))
         }),
@@ -929,6 +967,8 @@ pub(super) async fn read_raw(req: Request<Incoming>) -> Result<(String, Bytes), 
 pub(super) enum PatchKind {
     Json(json_patch::Patch),
     Merge(Value),
+    /// Strategic merge patch: merge keys and directives from the type's OpenAPI schema.
+    Strategic(Value),
 }
 
 pub(super) fn parse_patch(mime: &str, body: &[u8]) -> Result<PatchKind, ApiError> {
@@ -937,17 +977,7 @@ pub(super) fn parse_patch(mime: &str, body: &[u8]) -> Result<PatchKind, ApiError
             .map(PatchKind::Json)
             .map_err(|e| ApiError::bad_request(format!("error decoding the JSON patch: {e}"))),
         "application/merge-patch+json" => parse_json(body).map(PatchKind::Merge),
-        "application/strategic-merge-patch+json" => {
-            // For the types served so far (no lists of objects with merge keys), a strategic
-            // merge patch means exactly a JSON merge patch; its `$`-directives do not yet.
-            let v = parse_json(body)?;
-            if let Some(d) = first_directive(&v) {
-                return Err(ApiError::bad_request(format!(
-                    "strategic merge patch directive {d:?} is not supported by minik yet"
-                )));
-            }
-            Ok(PatchKind::Merge(v))
-        }
+        "application/strategic-merge-patch+json" => parse_json(body).map(PatchKind::Strategic),
         "application/apply-patch+yaml" => Err(ApiError {
             code: 415,
             reason: "UnsupportedMediaType",
@@ -955,20 +985,6 @@ pub(super) fn parse_patch(mime: &str, body: &[u8]) -> Result<PatchKind, ApiError
             details: None,
         }),
         other => Err(ApiError::unsupported_media_type(other)),
-    }
-}
-
-fn first_directive(v: &Value) -> Option<String> {
-    match v {
-        Value::Object(m) => m.iter().find_map(|(k, v)| {
-            if k.starts_with('$') {
-                Some(k.clone())
-            } else {
-                first_directive(v)
-            }
-        }),
-        Value::Array(a) => a.iter().find_map(first_directive),
-        _ => None,
     }
 }
 
@@ -1020,7 +1036,6 @@ pub(super) fn new_uid() -> String {
         &hex[20..32]
     )
 }
-
 
 pub(super) fn selectors(
     t: &Target,
@@ -1240,10 +1255,25 @@ mod tests {
             ("namespaces", Some("lab"))
         );
         let t = parse_target("", "v1", &["namespaces", "lab", "status"]).unwrap();
-        assert_eq!((t.resource.name, t.subresource.as_deref()), ("namespaces", Some("status")));
-        let t = parse_target("apps", "v1", &["namespaces", "lab", "deployments", "d", "scale"]).unwrap();
+        assert_eq!(
+            (t.resource.name, t.subresource.as_deref()),
+            ("namespaces", Some("status"))
+        );
+        let t = parse_target(
+            "apps",
+            "v1",
+            &["namespaces", "lab", "deployments", "d", "scale"],
+        )
+        .unwrap();
         assert_eq!(t.subresource.as_deref(), Some("scale"));
-        assert!(parse_target("apps", "v1", &["namespaces", "lab", "deployments", "d", "log"]).is_err());
+        assert!(
+            parse_target(
+                "apps",
+                "v1",
+                &["namespaces", "lab", "deployments", "d", "log"]
+            )
+            .is_err()
+        );
         assert!(parse_target("", "v1", &["namespaces", "lab", "namespaces"]).is_err());
         assert!(parse_target("", "v1", &["widgets"]).is_err());
     }

@@ -97,68 +97,473 @@ const SCALE_STATUS: &[&str] = &["scale", "status"];
 /// Everything served, in the order discovery lists them (groups in kube-apiserver's order).
 pub static RESOURCES: &[Resource] = &[
     // core/v1
-    res("", "v1", "bindings", "binding", "Binding", true, &[], "bindings").create_only(),
-    res("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], "configmaps"),
-    res("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], "services/endpoints"),
-    res("", "v1", "events", "event", "Event", true, &["ev"], "events"),
-    res("", "v1", "limitranges", "limitrange", "LimitRange", true, &["limits"], "limitranges"),
-    res("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], "namespaces")
-        .names(NameRule::Label)
-        .subs(&["finalize", "status"]),
+    res(
+        "",
+        "v1",
+        "bindings",
+        "binding",
+        "Binding",
+        true,
+        &[],
+        "bindings",
+    )
+    .create_only(),
+    res(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+        "configmaps",
+    ),
+    res(
+        "",
+        "v1",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        &["ep"],
+        "services/endpoints",
+    ),
+    res(
+        "",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        "events",
+    ),
+    res(
+        "",
+        "v1",
+        "limitranges",
+        "limitrange",
+        "LimitRange",
+        true,
+        &["limits"],
+        "limitranges",
+    ),
+    res(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+        "namespaces",
+    )
+    .names(NameRule::Label)
+    .subs(&["finalize", "status"]),
     res("", "v1", "nodes", "node", "Node", false, &["no"], "minions").subs(&["proxy", "status"]),
-    res("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", true, &["pvc"], "persistentvolumeclaims").subs(STATUS),
-    res("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", false, &["pv"], "persistentvolumes").subs(STATUS),
-    res("", "v1", "pods", "pod", "Pod", true, &["po"], "pods").cats(ALL).subs(&[
-        "attach", "binding", "ephemeralcontainers", "eviction", "exec", "log", "portforward", "proxy", "resize", "status",
-    ]),
-    res("", "v1", "podtemplates", "podtemplate", "PodTemplate", true, &[], "podtemplates"),
-    res("", "v1", "replicationcontrollers", "replicationcontroller", "ReplicationController", true, &["rc"], "controllers").cats(ALL).subs(SCALE_STATUS),
-    res("", "v1", "resourcequotas", "resourcequota", "ResourceQuota", true, &["quota"], "resourcequotas").subs(STATUS),
-    res("", "v1", "secrets", "secret", "Secret", true, &[], "secrets"),
-    res("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], "serviceaccounts").subs(&["token"]),
-    res("", "v1", "services", "service", "Service", true, &["svc"], "services/specs")
-        .names(NameRule::Label)
+    res(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+        "persistentvolumeclaims",
+    )
+    .subs(STATUS),
+    res(
+        "",
+        "v1",
+        "persistentvolumes",
+        "persistentvolume",
+        "PersistentVolume",
+        false,
+        &["pv"],
+        "persistentvolumes",
+    )
+    .subs(STATUS),
+    res("", "v1", "pods", "pod", "Pod", true, &["po"], "pods")
         .cats(ALL)
-        .subs(&["proxy", "status"]),
+        .subs(&[
+            "attach",
+            "binding",
+            "ephemeralcontainers",
+            "eviction",
+            "exec",
+            "log",
+            "portforward",
+            "proxy",
+            "resize",
+            "status",
+        ]),
+    res(
+        "",
+        "v1",
+        "podtemplates",
+        "podtemplate",
+        "PodTemplate",
+        true,
+        &[],
+        "podtemplates",
+    ),
+    res(
+        "",
+        "v1",
+        "replicationcontrollers",
+        "replicationcontroller",
+        "ReplicationController",
+        true,
+        &["rc"],
+        "controllers",
+    )
+    .cats(ALL)
+    .subs(SCALE_STATUS),
+    res(
+        "",
+        "v1",
+        "resourcequotas",
+        "resourcequota",
+        "ResourceQuota",
+        true,
+        &["quota"],
+        "resourcequotas",
+    )
+    .subs(STATUS),
+    res(
+        "",
+        "v1",
+        "secrets",
+        "secret",
+        "Secret",
+        true,
+        &[],
+        "secrets",
+    ),
+    res(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        "serviceaccounts",
+    )
+    .subs(&["token"]),
+    res(
+        "",
+        "v1",
+        "services",
+        "service",
+        "Service",
+        true,
+        &["svc"],
+        "services/specs",
+    )
+    .names(NameRule::Label)
+    .cats(ALL)
+    .subs(&["proxy", "status"]),
     // apps/v1
-    res("apps", "v1", "controllerrevisions", "controllerrevision", "ControllerRevision", true, &[], "controllerrevisions"),
-    res("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], "daemonsets").cats(ALL).subs(STATUS),
-    res("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"], "deployments").cats(ALL).subs(SCALE_STATUS),
-    res("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"], "replicasets").cats(ALL).subs(SCALE_STATUS),
-    res("apps", "v1", "statefulsets", "statefulset", "StatefulSet", true, &["sts"], "statefulsets").cats(ALL).subs(SCALE_STATUS),
+    res(
+        "apps",
+        "v1",
+        "controllerrevisions",
+        "controllerrevision",
+        "ControllerRevision",
+        true,
+        &[],
+        "controllerrevisions",
+    ),
+    res(
+        "apps",
+        "v1",
+        "daemonsets",
+        "daemonset",
+        "DaemonSet",
+        true,
+        &["ds"],
+        "daemonsets",
+    )
+    .cats(ALL)
+    .subs(STATUS),
+    res(
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["deploy"],
+        "deployments",
+    )
+    .cats(ALL)
+    .subs(SCALE_STATUS),
+    res(
+        "apps",
+        "v1",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        true,
+        &["rs"],
+        "replicasets",
+    )
+    .cats(ALL)
+    .subs(SCALE_STATUS),
+    res(
+        "apps",
+        "v1",
+        "statefulsets",
+        "statefulset",
+        "StatefulSet",
+        true,
+        &["sts"],
+        "statefulsets",
+    )
+    .cats(ALL)
+    .subs(SCALE_STATUS),
     // authentication.k8s.io/v1, authorization.k8s.io/v1
-    res("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", false, &[], "").create_only(),
-    res("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false, &[], "").create_only(),
-    res("authorization.k8s.io", "v1", "localsubjectaccessreviews", "localsubjectaccessreview", "LocalSubjectAccessReview", true, &[], "").create_only(),
-    res("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", false, &[], "").create_only(),
-    res("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "selfsubjectrulesreview", "SelfSubjectRulesReview", false, &[], "").create_only(),
-    res("authorization.k8s.io", "v1", "subjectaccessreviews", "subjectaccessreview", "SubjectAccessReview", false, &[], "").create_only(),
+    res(
+        "authentication.k8s.io",
+        "v1",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+        false,
+        &[],
+        "",
+    )
+    .create_only(),
+    res(
+        "authentication.k8s.io",
+        "v1",
+        "tokenreviews",
+        "tokenreview",
+        "TokenReview",
+        false,
+        &[],
+        "",
+    )
+    .create_only(),
+    res(
+        "authorization.k8s.io",
+        "v1",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        "LocalSubjectAccessReview",
+        true,
+        &[],
+        "",
+    )
+    .create_only(),
+    res(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false,
+        &[],
+        "",
+    )
+    .create_only(),
+    res(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        "SelfSubjectRulesReview",
+        false,
+        &[],
+        "",
+    )
+    .create_only(),
+    res(
+        "authorization.k8s.io",
+        "v1",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        "SubjectAccessReview",
+        false,
+        &[],
+        "",
+    )
+    .create_only(),
     // autoscaling/v2
-    res("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", true, &["hpa"], "horizontalpodautoscalers").cats(ALL).subs(STATUS),
+    res(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        "HorizontalPodAutoscaler",
+        true,
+        &["hpa"],
+        "horizontalpodautoscalers",
+    )
+    .cats(ALL)
+    .subs(STATUS),
     // batch/v1
-    res("batch", "v1", "cronjobs", "cronjob", "CronJob", true, &["cj"], "cronjobs").cats(ALL).subs(STATUS),
-    res("batch", "v1", "jobs", "job", "Job", true, &[], "jobs").cats(ALL).subs(STATUS),
+    res(
+        "batch",
+        "v1",
+        "cronjobs",
+        "cronjob",
+        "CronJob",
+        true,
+        &["cj"],
+        "cronjobs",
+    )
+    .cats(ALL)
+    .subs(STATUS),
+    res("batch", "v1", "jobs", "job", "Job", true, &[], "jobs")
+        .cats(ALL)
+        .subs(STATUS),
     // coordination.k8s.io/v1
-    res("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], "leases"),
+    res(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "lease",
+        "Lease",
+        true,
+        &[],
+        "leases",
+    ),
     // discovery.k8s.io/v1
-    res("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, &[], "endpointslices"),
+    res(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "endpointslice",
+        "EndpointSlice",
+        true,
+        &[],
+        "endpointslices",
+    ),
     // networking.k8s.io/v1
-    res("networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", false, &[], "ingressclasses"),
-    res("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, &["ing"], "ingress").subs(STATUS),
-    res("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", true, &["netpol"], "networkpolicies"),
+    res(
+        "networking.k8s.io",
+        "v1",
+        "ingressclasses",
+        "ingressclass",
+        "IngressClass",
+        false,
+        &[],
+        "ingressclasses",
+    ),
+    res(
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "ingress",
+        "Ingress",
+        true,
+        &["ing"],
+        "ingress",
+    )
+    .subs(STATUS),
+    res(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "networkpolicy",
+        "NetworkPolicy",
+        true,
+        &["netpol"],
+        "networkpolicies",
+    ),
     // policy/v1
-    res("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, &["pdb"], "poddisruptionbudgets").subs(STATUS),
+    res(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        "poddisruptionbudgets",
+    )
+    .subs(STATUS),
     // rbac.authorization.k8s.io/v1
-    res("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, &[], "clusterrolebindings").names(NameRule::PathSegment),
-    res("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, &[], "clusterroles").names(NameRule::PathSegment),
-    res("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, &[], "rolebindings").names(NameRule::PathSegment),
-    res("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, &[], "roles").names(NameRule::PathSegment),
+    res(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        "clusterrolebindings",
+    )
+    .names(NameRule::PathSegment),
+    res(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        "clusterroles",
+    )
+    .names(NameRule::PathSegment),
+    res(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        "rolebindings",
+    )
+    .names(NameRule::PathSegment),
+    res(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+        "roles",
+    )
+    .names(NameRule::PathSegment),
     // storage.k8s.io/v1
-    res("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, &["sc"], "storageclasses"),
+    res(
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "storageclass",
+        "StorageClass",
+        false,
+        &["sc"],
+        "storageclasses",
+    ),
     // scheduling.k8s.io/v1
-    res("scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", false, &["pc"], "priorityclasses"),
+    res(
+        "scheduling.k8s.io",
+        "v1",
+        "priorityclasses",
+        "priorityclass",
+        "PriorityClass",
+        false,
+        &["pc"],
+        "priorityclasses",
+    ),
     // apiextensions.k8s.io/v1
-    res("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], "apiextensions.k8s.io/customresourcedefinitions").subs(STATUS),
+    res(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        "CustomResourceDefinition",
+        false,
+        &["crd", "crds"],
+        "apiextensions.k8s.io/customresourcedefinitions",
+    )
+    .subs(STATUS),
 ];
 
 /// The API groups in the order `/apis` lists them, each with its one served version.
@@ -188,7 +593,12 @@ const VERBS: [&str; 8] = [
 fn subresource_info(
     parent: &Resource,
     sub: &str,
-) -> (&'static str, &'static str, &'static str, &'static [&'static str]) {
+) -> (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+) {
     const GPU: &[&str] = &["get", "patch", "update"];
     match sub {
         "status" => ("", "", parent.kind, GPU),
@@ -366,7 +776,9 @@ pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Resource>
 
 /// The resource of a kind (`Namespace` → namespaces).
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.kind == kind)
 }
 
 /// `GET /api/v1` or `GET /apis/<group>/<version>`: an APIResourceList, or None for a
@@ -424,11 +836,7 @@ pub fn api_group_list() -> Value {
 /// Aggregated discovery (`/api` when `core` is true, else `/apis`) in `apidiscovery.k8s.io/<version>`
 /// (v2 or v2beta1: the same shape).
 pub fn aggregated(core: bool, version: &str) -> Value {
-    let groups: Vec<(&str, &str)> = if core {
-        vec![("", "v1")]
-    } else {
-        groups()
-    };
+    let groups: Vec<(&str, &str)> = if core { vec![("", "v1")] } else { groups() };
     let items: Vec<Value> = groups
         .into_iter()
         .map(|(g, v)| {
@@ -464,8 +872,14 @@ mod tests {
         assert_eq!(ns.key(None, "lab"), "/registry/namespaces/lab");
         assert!(cm.verbs().contains(&"patch"));
         let svc = find("", "v1", "services").unwrap();
-        assert_eq!(svc.key(Some("default"), "kubernetes"), "/registry/services/specs/default/kubernetes");
-        assert_eq!(find("", "v1", "nodes").unwrap().key(None, "n1"), "/registry/minions/n1");
+        assert_eq!(
+            svc.key(Some("default"), "kubernetes"),
+            "/registry/services/specs/default/kubernetes"
+        );
+        assert_eq!(
+            find("", "v1", "nodes").unwrap().key(None, "n1"),
+            "/registry/minions/n1"
+        );
         let deploy = find("apps", "v1", "deployments").unwrap();
         let entries = deploy.discovery_entries();
         assert_eq!(entries[1]["name"], "deployments/scale");
@@ -477,7 +891,15 @@ mod tests {
         assert!(resource_list("apps", "v2").is_none());
         // Every kind is unique within its group.
         for r in RESOURCES {
-            assert_eq!(RESOURCES.iter().filter(|o| o.group == r.group && o.kind == r.kind).count(), 1, "{}", r.kind);
+            assert_eq!(
+                RESOURCES
+                    .iter()
+                    .filter(|o| o.group == r.group && o.kind == r.kind)
+                    .count(),
+                1,
+                "{}",
+                r.kind
+            );
         }
     }
 }

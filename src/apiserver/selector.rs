@@ -163,7 +163,11 @@ impl FieldSelector {
                 serde_json::Value::String(s) => s.clone(),
                 serde_json::Value::Bool(b) => b.to_string(),
                 serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::Null if field == "spec.hostNetwork" || field == "spec.unschedulable" => "false".into(),
+                serde_json::Value::Null
+                    if field == "spec.hostNetwork" || field == "spec.unschedulable" =>
+                {
+                    "false".into()
+                }
                 _ => String::new(),
             };
             (got == *want) == *eq

@@ -5,7 +5,7 @@
 //! `/apis/<group>/<version>/...` for the others, then `[namespaces/<ns>/]<resource>[/<name>[/<sub>]]`;
 //! the verb comes from the method and `?watch=true`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::admission::Allocator;
 use super::handlers;
+use super::openapi::{self, OpenApi, ServedKind};
 use super::resources::{self, Resource};
 use super::status::ApiError;
 use super::storage::{EtcdConfig, EtcdStorage};
@@ -65,6 +66,51 @@ pub(super) struct Ctx {
     pub allocator: Allocator,
     /// Held across the read and write of a service allocation.
     pub alloc_lock: tokio::sync::Mutex<()>,
+    /// `/openapi/v2` and `/openapi/v3`, built once; its definitions also drive strategic merge
+    /// patches.
+    pub openapi: OpenApi,
+    /// (group, kind) → OpenAPI definition name (`io.k8s.api.apps.v1.Deployment`).
+    pub definition_names: HashMap<(String, String), String>,
+}
+
+impl Ctx {
+    /// The OpenAPI definition of a served kind.
+    pub fn definition_of(&self, r: &Resource) -> Option<&str> {
+        self.definition_names
+            .get(&(r.group.to_string(), r.kind.to_string()))
+            .map(String::as_str)
+    }
+}
+
+/// The OpenAPI documents of everything in [`resources::RESOURCES`].
+fn build_openapi() -> (OpenApi, HashMap<(String, String), String>) {
+    let kinds: Vec<ServedKind> = resources::RESOURCES
+        .iter()
+        .map(|r| ServedKind {
+            group: r.group,
+            version: r.version,
+            kind: r.kind,
+            plural: r.name,
+            namespaced: r.namespaced,
+            subresources: r.subresources,
+        })
+        .collect();
+    let api = OpenApi::build(&kinds);
+    let mut names = HashMap::new();
+    for (name, def) in api.definitions() {
+        for gvk in def["x-kubernetes-group-version-kind"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let group = gvk["group"].as_str().unwrap_or("").to_string();
+            let kind = gvk["kind"].as_str().unwrap_or("").to_string();
+            if resources::by_kind(&group, &kind).is_some() {
+                names.insert((group, kind), name.clone());
+            }
+        }
+    }
+    (api, names)
 }
 
 fn tls_acceptor(cfg: &ApiServerConfig) -> anyhow::Result<TlsAcceptor> {
@@ -140,7 +186,12 @@ pub async fn serve(
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
     };
+    let (openapi, definition_names) = tokio::task::spawn_blocking(build_openapi)
+        .await
+        .context("building the OpenAPI documents")?;
     let ctx = Arc::new(Ctx {
+        openapi,
+        definition_names,
         storage,
         address: addr.to_string(),
         secure_port: cfg.secure_port,
@@ -306,6 +357,13 @@ async fn handle(ctx: &Ctx, user: Option<&User>, req: Request<Incoming>) -> Respo
         )
     };
     match segments.as_slice() {
+        ["openapi", "v2"] => openapi_v2(ctx, &req),
+        ["openapi", "v3"] => full(
+            StatusCode::OK,
+            "application/json",
+            ctx.openapi.v3_discovery().to_vec(),
+        ),
+        ["openapi", "v3", rest @ ..] => openapi_v3(ctx, &rest.join("/"), &req),
         ["api"] => match aggregated {
             Some(v) => discovery(resources::aggregated(true, v), v),
             None => json_response(
@@ -350,6 +408,73 @@ async fn handle(ctx: &Ctx, user: Option<&User>, req: Request<Incoming>) -> Respo
         }
         _ => error_response(&not_found()),
     }
+}
+
+/// `GET /openapi/v2`: JSON, or the gnostic protobuf kubectl 1.27/1.28 ask for; ETag and 304.
+fn openapi_v2(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    let header_of = |h| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let etag = ctx.openapi.v2_etag();
+    let mut resp = if header_of(header::IF_NONE_MATCH) == etag {
+        full(StatusCode::NOT_MODIFIED, "application/json", Vec::new())
+    } else if openapi::wants_v2_protobuf(header_of(header::ACCEPT)) {
+        full(
+            StatusCode::OK,
+            openapi::V2_PROTOBUF_CONTENT_TYPE,
+            ctx.openapi.v2_protobuf().to_vec(),
+        )
+    } else {
+        full(
+            StatusCode::OK,
+            "application/json",
+            ctx.openapi.v2_json().to_vec(),
+        )
+    };
+    if let Ok(v) = http::HeaderValue::from_str(etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp.headers_mut()
+        .insert(header::VARY, http::HeaderValue::from_static("Accept"));
+    resp
+}
+
+/// `GET /openapi/v3/<api/v1|apis/G/V>[?hash=]`: one group-version's document, immutable when
+/// asked for by its current hash, a redirect for an old one.
+fn openapi_v3(ctx: &Ctx, path: &str, req: &Request<Incoming>) -> Response<Body> {
+    let Some((body, hash)) = ctx.openapi.v3_group_version(path) else {
+        return error_response(&not_found());
+    };
+    let asked = query(req).get("hash").cloned();
+    let mut resp = match asked.as_deref() {
+        Some(h) if h != hash => {
+            let mut r = full(
+                StatusCode::MOVED_PERMANENTLY,
+                "application/json",
+                Vec::new(),
+            );
+            if let Some(url) = ctx.openapi.v3_server_relative_url(path)
+                && let Ok(v) = http::HeaderValue::from_str(&url)
+            {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            return r;
+        }
+        _ => full(StatusCode::OK, "application/json", body.to_vec()),
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{hash}\"")) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    if asked.is_some() {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("public, immutable"),
+        );
+    }
+    resp
 }
 
 /// `/healthz`, `/livez`, `/readyz`: "ok", or with `?verbose` one line per check as

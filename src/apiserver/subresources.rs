@@ -69,7 +69,11 @@ fn selector_string(selector: &Value) -> String {
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
         .collect();
-    for e in selector["matchExpressions"].as_array().into_iter().flatten() {
+    for e in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let key = e["key"].as_str().unwrap_or("");
         let values: Vec<&str> = e["values"]
             .as_array()
@@ -145,7 +149,7 @@ async fn scale(
                             details: None,
                         })?
                     }
-                    PatchKind::Merge(m) => json_patch::merge(&mut s, m),
+                    PatchKind::Merge(m) | PatchKind::Strategic(m) => json_patch::merge(&mut s, m),
                 }
                 s
             }
@@ -307,12 +311,14 @@ async fn evict(
                     reason: "TooManyRequests",
                     message: "Cannot evict pod as it would violate the pod's disruption budget."
                         .into(),
-                    details: Some(json!({"causes": [{"reason": "DisruptionBudget", "message": format!(
-                        "The disruption budget {} needs {} healthy pods and has {} currently",
-                        pdb["metadata"]["name"].as_str().unwrap_or(""),
-                        pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0),
-                        pdb["status"]["currentHealthy"].as_i64().unwrap_or(0),
-                    )}]})),
+                    details: Some(
+                        json!({"causes": [{"reason": "DisruptionBudget", "message": format!(
+                            "The disruption budget {} needs {} healthy pods and has {} currently",
+                            pdb["metadata"]["name"].as_str().unwrap_or(""),
+                            pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0),
+                            pdb["status"]["currentHealthy"].as_i64().unwrap_or(0),
+                        )}]}),
+                    ),
                 });
             }
         }

@@ -106,7 +106,11 @@ pub fn validate(r: &Resource, obj: &Value, old: Option<&Value>, errors: &mut Err
             if let Some(old) = old
                 && old["type"] != obj["type"]
             {
-                errors.push(FieldError::invalid("type", &obj["type"], "field is immutable"));
+                errors.push(FieldError::invalid(
+                    "type",
+                    &obj["type"],
+                    "field is immutable",
+                ));
             }
         }
         ("", "pods") => {
@@ -343,7 +347,13 @@ pub fn pod_spec(spec: &Value, path: &str, errors: &mut Errors) {
     let mut seen: Vec<String> = Vec::new();
     for list in ["initContainers", "containers"] {
         for (i, c) in spec[list].as_array().into_iter().flatten().enumerate() {
-            container(c, &format!("{path}.{list}[{i}]"), &volumes, &mut seen, errors);
+            container(
+                c,
+                &format!("{path}.{list}[{i}]"),
+                &volumes,
+                &mut seen,
+                errors,
+            );
         }
     }
     one_of(
@@ -436,7 +446,12 @@ fn container(c: &Value, path: &str, volumes: &[&str], seen: &mut Vec<String>, er
             errors.push(FieldError::required(format!("{path}.env[{i}].name"), ""));
         }
     }
-    for (i, m) in c["volumeMounts"].as_array().into_iter().flatten().enumerate() {
+    for (i, m) in c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let n = m["name"].as_str().unwrap_or("");
         if n.is_empty() {
             errors.push(FieldError::required(
@@ -469,7 +484,9 @@ fn port_name_error(n: &str) -> Option<String> {
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        return Some("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into());
+        return Some(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into(),
+        );
     }
     if n.contains("--") {
         return Some("must not contain consecutive hyphens".into());
@@ -564,7 +581,9 @@ fn selector_matches(selector: &Value, labels: &Value) -> bool {
 }
 
 fn selector_is_empty(selector: &Value) -> bool {
-    selector["matchLabels"].as_object().is_none_or(|m| m.is_empty())
+    selector["matchLabels"]
+        .as_object()
+        .is_none_or(|m| m.is_empty())
         && selector["matchExpressions"]
             .as_array()
             .is_none_or(Vec::is_empty)
@@ -662,11 +681,20 @@ fn workload(kind: &str, obj: &Value, old: Option<&Value>, errors: &mut Errors) {
 }
 
 fn job(spec: &Value, path: &str, old: Option<&Value>, errors: &mut Errors) {
-    for f in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds"] {
+    for f in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "activeDeadlineSeconds",
+    ] {
         non_negative(&spec[f], &format!("{path}.{f}"), errors);
     }
     let template = &spec["template"];
-    metadata(&template["metadata"], &format!("{path}.template.metadata"), errors);
+    metadata(
+        &template["metadata"],
+        &format!("{path}.template.metadata"),
+        errors,
+    );
     pod_spec(&template["spec"], &format!("{path}.template.spec"), errors);
     match template["spec"]["restartPolicy"].as_str() {
         Some("OnFailure" | "Never") => {}
@@ -804,10 +832,7 @@ fn service(obj: &Value, old: Option<&Value>, errors: &mut Errors) {
         errors,
     );
     let ports = spec["ports"].as_array();
-    if ty != "ExternalName"
-        && spec["clusterIP"] != "None"
-        && ports.is_none_or(Vec::is_empty)
-    {
+    if ty != "ExternalName" && spec["clusterIP"] != "None" && ports.is_none_or(Vec::is_empty) {
         errors.push(FieldError::required("spec.ports", ""));
     }
     let ports = ports.map(Vec::as_slice).unwrap_or_default();
@@ -881,7 +906,9 @@ mod tests {
         let r = find(group, r_version(group), name).unwrap();
         let mut e = Vec::new();
         validate(r, &obj, None, &mut e);
-        e.iter().map(|e| format!("{}: {}", e.field, e.body())).collect()
+        e.iter()
+            .map(|e| format!("{}: {}", e.field, e.body()))
+            .collect()
     }
 
     fn r_version(group: &str) -> &'static str {
@@ -956,7 +983,14 @@ mod tests {
             "services",
             json!({"spec": {"type": "Bogus", "ports": [{"port": 0, "protocol": "TCP"}]}}),
         );
-        assert!(e.iter().any(|m| m.starts_with("spec.type: Unsupported value: \"Bogus\"")), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("spec.ports[0].port: Invalid value: 0")));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("spec.type: Unsupported value: \"Bogus\"")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("spec.ports[0].port: Invalid value: 0"))
+        );
     }
 }
