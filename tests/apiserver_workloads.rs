@@ -31,6 +31,10 @@ macro_rules! for_kubectl_versions {
                 super::generators_apply_and_explain($version, super::Store::$store)
             }
             #[test]
+            fn custom_resources() {
+                super::custom_resources($version, super::Store::$store)
+            }
+            #[test]
             fn jobs_and_finalizers() {
                 super::jobs_and_finalizers($version, super::Store::$store)
             }
@@ -706,4 +710,95 @@ fn generators_apply_and_explain(v: &str, store: Store) {
     assert!(out.status.success(), "kubectl edit: {out:?}");
     let cm = k.json(&["get", "cm", "conf", "-n", "lab", "-o", "json"]);
     assert_eq!(cm["data"]["a"], "2", "{cm:#}");
+}
+
+fn custom_resources(v: &str, store: Store) {
+    let (c, k) = setup(v, store);
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.size", "statusReplicasPath": ".status.size"}},
+                "additionalPrinterColumns": [
+                    {"name": "Colour", "type": "string", "jsonPath": ".spec.colour"},
+                    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "required": ["colour"], "properties": {
+                        "size": {"type": "integer", "minimum": 0},
+                        "colour": {"type": "string", "enum": ["red", "blue"]}}},
+                    "status": {"type": "object", "properties": {"size": {"type": "integer"}}}}}}}]}});
+    let path = c.manifest("crd.json", &crd);
+    k.ok(&["apply", "-f", &path]);
+    let got = k.json(&["get", "crd", "widgets.example.com", "-o", "json"]);
+    let established = got["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Established" && c["status"] == "True");
+    assert!(established, "{got:#}");
+    k.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.com",
+        "--timeout=10s",
+    ]);
+
+    let widget = |name: &str, colour: &str, size: i64| {
+        json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": name, "namespace": "lab"},
+            "spec": {"colour": colour, "size": size}})
+    };
+    let path = c.manifest("w1.json", &widget("w1", "red", 2));
+    k.ok(&["apply", "-f", &path]);
+    let table = k.ok(&["get", "widgets", "-n", "lab"]);
+    let rows = table_rows(&table);
+    assert_eq!(rows[0], ["NAME", "COLOUR", "SIZE", "AGE"], "{table}");
+    assert_eq!(rows[1][..3], ["w1", "red", "2"], "{table}");
+    k.ok(&["get", "wd", "w1", "-n", "lab"]);
+    // Schema checks with the real words.
+    let path = c.manifest("bad.json", &widget("bad", "green", -1));
+    let err = k.fails(&["apply", "-f", &path]);
+    for want in [
+        "spec.colour: Unsupported value: \"green\": supported values: \"red\", \"blue\"",
+        "spec.size: Invalid value: -1: spec.size in body should be greater than or equal to 0",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    // Unknown fields are pruned (warned about by default).
+    let mut extra = widget("w2", "blue", 1);
+    extra["spec"]["shape"] = json!("round");
+    let path = c.manifest("w2.json", &extra);
+    k.ok(&["create", "-f", &path, "--validate=false"]);
+    let w2 = k.json(&["get", "widget", "w2", "-n", "lab", "-o", "json"]);
+    assert!(w2["spec"].get("shape").is_none(), "{w2:#}");
+    assert_eq!(w2["metadata"]["generation"], 1, "{w2:#}");
+    // The scale subresource follows the CRD's paths; status is separate.
+    k.ok(&["scale", "widget", "w2", "-n", "lab", "--replicas=4"]);
+    let w2 = k.json(&["get", "widget", "w2", "-n", "lab", "-o", "json"]);
+    assert_eq!(w2["spec"]["size"], 4, "{w2:#}");
+    assert_eq!(w2["metadata"]["generation"], 2, "{w2:#}");
+    // Deleting the CRD takes its objects and its API with it.
+    k.ok(&["delete", "crd", "widgets.example.com"]);
+    let r = c
+        .https(
+            Identity::Admin,
+            "GET",
+            "/apis/example.com/v1/namespaces/lab/widgets",
+            None,
+        )
+        .expect("GET widgets");
+    assert_eq!(r.status, 404, "{r:#?}");
+    let out = common::etcdctl(
+        c.store(),
+        &["get", "/registry/example.com/", "--prefix", "--keys-only"],
+        None,
+    );
+    let keys = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        keys.trim().is_empty(),
+        "custom objects left in etcd: {keys}"
+    );
 }

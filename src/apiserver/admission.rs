@@ -20,19 +20,20 @@ use super::status::FieldError;
 
 /// Types whose `metadata.generation` counts changes of everything but status and metadata.
 pub fn has_generation(r: &Resource) -> bool {
-    matches!(
-        (r.group, r.name),
-        (
-            "apps",
-            "deployments" | "replicasets" | "statefulsets" | "daemonsets"
-        ) | ("batch", "jobs" | "cronjobs")
-            | ("", "replicationcontrollers")
-            | ("autoscaling", "horizontalpodautoscalers")
-            | ("policy", "poddisruptionbudgets")
-            | ("networking.k8s.io", "ingresses" | "networkpolicies")
-            | ("apiextensions.k8s.io", "customresourcedefinitions")
-            | ("scheduling.k8s.io", "priorityclasses")
-    )
+    r.custom.is_some()
+        || matches!(
+            (r.group, r.name),
+            (
+                "apps",
+                "deployments" | "replicasets" | "statefulsets" | "daemonsets"
+            ) | ("batch", "jobs" | "cronjobs")
+                | ("", "replicationcontrollers")
+                | ("autoscaling", "horizontalpodautoscalers")
+                | ("policy", "poddisruptionbudgets")
+                | ("networking.k8s.io", "ingresses" | "networkpolicies")
+                | ("apiextensions.k8s.io", "customresourcedefinitions")
+                | ("scheduling.k8s.io", "priorityclasses")
+        )
 }
 
 /// Whether the type's status is written only through `/status` (the main resource keeps it).
@@ -74,6 +75,13 @@ pub fn prepare_create(r: &Resource, obj: &mut Value, uid: &str) {
             job_selector(obj, uid);
             obj["status"] = json!({});
         }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            let now = obj["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            super::crd::set_status(obj, None, &now);
+        }
         _ if status_is_separate(r) => {
             if let Some(m) = obj.as_object_mut() {
                 m.remove("status");
@@ -97,6 +105,10 @@ pub fn prepare_update(r: &Resource, obj: &mut Value, old: &Value) {
         }
     }
     generation(r, obj, old);
+    if r.group == "apiextensions.k8s.io" && r.name == "customresourcedefinitions" {
+        let now = super::handlers::now_rfc3339();
+        super::crd::set_status(obj, Some(old), &now);
+    }
 }
 
 /// `PrepareForUpdate` of `/status`: only status changes; spec and metadata stay as stored

@@ -50,6 +50,18 @@ async fn ensure(ctx: &Ctx, t: Target, obj: Value, reconcile: bool) -> anyhow::Re
 }
 
 pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    // Custom resources of the CRDs stored earlier are served again.
+    let crds = target("apiextensions.k8s.io", "customresourcedefinitions", None)?;
+    let page = ctx
+        .storage
+        .list(&crds.resource.key(None, ""), 0, 0, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("listing CustomResourceDefinitions: {e:?}"))?;
+    for s in &page.items {
+        if let Ok(crd) = handlers::served(s) {
+            super::crd::register(&crd);
+        }
+    }
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         ensure(ctx, target("", "namespaces", None)?, obj, false).await?;

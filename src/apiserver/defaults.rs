@@ -181,6 +181,7 @@ pub fn apply(r: &Resource, obj: &mut Value) {
                 }
             }
         }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => super::crd::defaults(obj),
         ("scheduling.k8s.io", "priorityclasses") => {
             default(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
         }

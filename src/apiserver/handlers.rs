@@ -221,6 +221,31 @@ pub(super) fn admit(
             _ => {}
         }
         *obj = decoded.object;
+    } else if let Some(custom) = r.custom {
+        // A custom object: checked against its CRD's schema and pruned of unknown fields.
+        let mut errors = Vec::new();
+        let mut unknown = Vec::new();
+        super::crd::validate_object(custom, obj, &mut errors, &mut unknown);
+        let unknown: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        match opts.validation {
+            FieldValidation::Strict if !unknown.is_empty() => {
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                    r.kind,
+                    r.version,
+                    r.kind,
+                    unknown.join(", ")
+                )));
+            }
+            FieldValidation::Warn => opts.warnings.extend(unknown),
+            _ => {}
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(r.group, r.kind, &name, &errors));
+        }
     }
     if r.group.is_empty() && r.name == "secrets" {
         secret_string_data(obj);
@@ -456,6 +481,9 @@ pub(super) async fn create(
         .create(&key, bytes)
         .await
         .map_err(|e| storage_error(t, &name, e))?;
+    if is_crd(r) {
+        super::crd::register(&obj);
+    }
     Ok(written(StatusCode::CREATED, obj, rev))
 }
 
@@ -550,6 +578,9 @@ pub(super) async fn update(
                 .as_array()
                 .is_none_or(Vec::is_empty);
         if finalizers_done && r.name != "pods" {
+            if is_crd(r) {
+                remove_custom_objects(ctx, t, &obj).await?;
+            }
             let (_, rev) = ctx
                 .storage
                 .delete(&key, current.revision)
@@ -561,6 +592,9 @@ pub(super) async fn update(
         match ctx.storage.update(&key, current.revision, bytes).await {
             Ok(rev) => {
                 obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+                if is_crd(r) {
+                    super::crd::register(&obj);
+                }
                 return Ok((obj, rev));
             }
             Err(StorageError::Conflict { .. }) if pinned.is_none() => continue,
@@ -746,6 +780,10 @@ pub(super) async fn delete(
             if dry_run {
                 return Ok(json_response(StatusCode::OK, &old));
             }
+            if is_crd(r) {
+                // Deleting a CRD deletes its custom objects first (the real CRD finalizer's work).
+                remove_custom_objects(ctx, t, &old).await?;
+            }
             match ctx.storage.delete(&key, current.revision).await {
                 Ok((gone, _)) => return Ok(json_response(StatusCode::OK, &served(&gone)?)),
                 Err(StorageError::Conflict { .. }) => continue,
@@ -833,6 +871,30 @@ async fn delete_collection(
             "items": deleted,
         }),
     ))
+}
+
+fn is_crd(r: &Resource) -> bool {
+    r.group == "apiextensions.k8s.io" && r.name == "customresourcedefinitions"
+}
+
+/// Deletes every custom object of `crd` and takes its types out of the API.
+async fn remove_custom_objects(ctx: &Ctx, t: &Target, crd: &Value) -> Result<(), ApiError> {
+    super::crd::unregister(crd);
+    let Some(prefix) = super::crd::objects_prefix(crd) else {
+        return Ok(());
+    };
+    let page = ctx
+        .storage
+        .list(&prefix, 0, 0, None)
+        .await
+        .map_err(|e| storage_error(t, "", e))?;
+    for s in &page.items {
+        match ctx.storage.delete(&s.key, s.revision).await {
+            Ok(_) | Err(StorageError::NotFound { .. }) | Err(StorageError::Conflict { .. }) => {}
+            Err(e) => return Err(storage_error(t, "", e)),
+        }
+    }
+    Ok(())
 }
 
 fn qualified(r: &Resource) -> String {

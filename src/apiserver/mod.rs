@@ -17,6 +17,7 @@
 
 pub mod admission;
 mod bootstrap;
+pub mod crd;
 pub mod defaults;
 pub mod handlers;
 pub mod openapi;

@@ -1164,6 +1164,9 @@ fn access_modes(modes: &Value) -> String {
 
 /// The Table for `objects` (already in their served form).
 pub fn table(resource: &Resource, objects: &[Value], list_meta: Value, now: i64) -> Value {
+    if let Some(custom) = resource.custom {
+        return custom_table(custom, objects, list_meta, now);
+    }
     let defs: Vec<Value> = columns(resource.name)
         .into_iter()
         .map(|(name, ty, format, description, priority)| {
@@ -1180,6 +1183,58 @@ pub fn table(resource: &Resource, objects: &[Value], list_meta: Value, now: i64)
                     "apiVersion": "meta.k8s.io/v1",
                     "metadata": o["metadata"],
                 },
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": defs,
+        "rows": rows,
+    })
+}
+
+/// A custom resource's Table: NAME, then the CRD's additionalPrinterColumns (NAME and AGE when
+/// it has none).
+fn custom_table(
+    custom: &crate::apiserver::crd::CustomVersion,
+    objects: &[Value],
+    list_meta: Value,
+    now: i64,
+) -> Value {
+    use crate::apiserver::crd::json_path;
+    let mut defs = vec![
+        json!({"name": NAME.0, "type": NAME.1, "format": NAME.2, "description": NAME.3, "priority": 0}),
+    ];
+    if custom.columns.is_empty() {
+        defs.push(json!({"name": AGE.0, "type": AGE.1, "format": AGE.2, "description": AGE.3, "priority": 0}));
+    }
+    for c in &custom.columns {
+        defs.push(json!({"name": c.name, "type": c.column_type, "format": c.format, "description": c.description, "priority": c.priority}));
+    }
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut cells = vec![o["metadata"]["name"].clone()];
+            if custom.columns.is_empty() {
+                cells.push(json!(age(o["metadata"]["creationTimestamp"].as_str(), now)));
+            }
+            for c in &custom.columns {
+                let v = json_path(o, &c.json_path);
+                cells.push(match (c.column_type.as_str(), &v) {
+                    ("date", Value::String(t)) => json!(age(Some(t), now)),
+                    (_, Value::Array(items)) => json!(items
+                        .iter()
+                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                        .collect::<Vec<_>>()
+                        .join(",")),
+                    _ => v,
+                });
+            }
+            json!({
+                "cells": cells,
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]},
             })
         })
         .collect();

@@ -42,6 +42,8 @@ pub struct Resource {
     /// Subresources served under `<name>/<subresource>`.
     pub subresources: &'static [&'static str],
     pub verbs: Verbs,
+    /// For a custom resource: its CustomResourceDefinition's version (schema, columns, scale).
+    pub custom: Option<&'static super::crd::CustomVersion>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -68,6 +70,7 @@ const fn res(
         storage,
         subresources: &[],
         verbs: Verbs::All,
+        custom: None,
     }
 }
 
@@ -566,12 +569,18 @@ pub static RESOURCES: &[Resource] = &[
     .subs(STATUS),
 ];
 
-/// The API groups in the order `/apis` lists them, each with its one served version.
-pub fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
-        if !out.iter().any(|(g, _)| *g == r.group) {
-            out.push((r.group, r.version));
+/// The API groups in the order `/apis` lists them, each with its served versions (preferred
+/// first).
+pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in all().into_iter().filter(|r| !r.group.is_empty()) {
+        match out.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) => {
+                if !versions.contains(&r.version) {
+                    versions.push(r.version);
+                }
+            }
+            None => out.push((r.group, vec![r.version])),
         }
     }
     out
@@ -768,10 +777,34 @@ impl Resource {
     }
 }
 
+/// Custom resources registered from CustomResourceDefinitions (see [`super::crd`]).
+static CUSTOM: parking_lot::RwLock<Vec<&'static Resource>> = parking_lot::RwLock::new(Vec::new());
+
+/// Every served resource: the built-in ones, then the custom ones.
+pub fn all() -> Vec<&'static Resource> {
+    let mut v: Vec<&'static Resource> = RESOURCES.iter().collect();
+    v.extend(CUSTOM.read().iter().copied());
+    v
+}
+
+/// Replaces the custom resources of one CRD (`<plural>.<group>`) with `served` (none to remove).
+pub fn set_custom(group: &str, plural: &str, served: Vec<&'static Resource>) {
+    let mut custom = CUSTOM.write();
+    custom.retain(|r| !(r.group == group && r.name == plural));
+    custom.extend(served);
+}
+
 pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.name == name)
+        .or_else(|| {
+            CUSTOM
+                .read()
+                .iter()
+                .copied()
+                .find(|r| r.group == group && r.version == version && r.name == name)
+        })
 }
 
 /// The resource of a kind (`Namespace` → namespaces).
@@ -779,15 +812,22 @@ pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.kind == kind)
+        .or_else(|| {
+            CUSTOM
+                .read()
+                .iter()
+                .copied()
+                .find(|r| r.group == group && r.kind == kind)
+        })
 }
 
 /// `GET /api/v1` or `GET /apis/<group>/<version>`: an APIResourceList, or None for a
 /// group/version not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let entries: Vec<Value> = RESOURCES
-        .iter()
+    let entries: Vec<Value> = all()
+        .into_iter()
         .filter(|r| r.group == group && r.version == version)
-        .flat_map(Resource::discovery_entries)
+        .flat_map(|r| r.discovery_entries())
         .collect();
     if entries.is_empty() {
         return None;
@@ -806,14 +846,17 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 }
 
 /// One group of `/apis` (APIGroup).
-pub fn api_group(group: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+pub fn api_group(group: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({
         "kind": "APIGroup",
         "apiVersion": "v1",
         "name": group,
-        "versions": [gv],
-        "preferredVersion": gv,
+        "preferredVersion": gvs.first().cloned().unwrap_or(Value::Null),
+        "versions": gvs,
     })
 }
 
@@ -822,7 +865,7 @@ pub fn api_group_list() -> Value {
     let groups: Vec<Value> = groups()
         .into_iter()
         .map(|(g, v)| {
-            let mut a = api_group(g, v);
+            let mut a = api_group(g, &v);
             if let Some(m) = a.as_object_mut() {
                 m.remove("kind");
                 m.remove("apiVersion");
@@ -836,18 +879,28 @@ pub fn api_group_list() -> Value {
 /// Aggregated discovery (`/api` when `core` is true, else `/apis`) in `apidiscovery.k8s.io/<version>`
 /// (v2 or v2beta1: the same shape).
 pub fn aggregated(core: bool, version: &str) -> Value {
-    let groups: Vec<(&str, &str)> = if core { vec![("", "v1")] } else { groups() };
+    let groups: Vec<(&str, Vec<&str>)> = if core {
+        vec![("", vec!["v1"])]
+    } else {
+        groups()
+    };
     let items: Vec<Value> = groups
         .into_iter()
-        .map(|(g, v)| {
-            let resources: Vec<Value> = RESOURCES
-                .iter()
-                .filter(|r| r.group == g && r.version == v)
-                .map(Resource::aggregated_entry)
+        .map(|(g, versions)| {
+            let versions: Vec<Value> = versions
+                .into_iter()
+                .map(|v| {
+                    let resources: Vec<Value> = all()
+                        .into_iter()
+                        .filter(|r| r.group == g && r.version == v)
+                        .map(|r| r.aggregated_entry())
+                        .collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
                 .collect();
             json!({
                 "metadata": {"name": g, "creationTimestamp": null},
-                "versions": [{"version": v, "resources": resources, "freshness": "Current"}],
+                "versions": versions,
             })
         })
         .collect();

@@ -380,7 +380,7 @@ async fn handle(ctx: &Ctx, user: Option<&User>, req: Request<Incoming>) -> Respo
             None => json_response(StatusCode::OK, &resources::api_group_list()),
         },
         ["apis", group] => match resources::groups().into_iter().find(|(g, _)| g == group) {
-            Some((g, v)) => json_response(StatusCode::OK, &resources::api_group(g, v)),
+            Some((g, v)) => json_response(StatusCode::OK, &resources::api_group(g, &v)),
             None => error_response(&not_found()),
         },
         ["api", "v1"] | ["apis", _, _] => {

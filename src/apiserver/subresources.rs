@@ -91,8 +91,32 @@ fn selector_string(selector: &Value) -> String {
     parts.join(",")
 }
 
-fn scale_of(obj: &Value) -> Value {
+/// Where a type keeps its replica counts and selector (custom resources: their CRD's paths).
+fn scale_paths(r: &Resource) -> (String, String, Option<String>) {
+    match r.custom.and_then(|c| c.scale.as_ref()) {
+        Some(p) => (
+            p.spec_replicas.clone(),
+            p.status_replicas.clone(),
+            p.label_selector.clone(),
+        ),
+        None => (".spec.replicas".into(), ".status.replicas".into(), None),
+    }
+}
+
+fn scale_of(r: &Resource, obj: &Value) -> Value {
     let meta = &obj["metadata"];
+    let (spec_path, status_path, selector_path) = scale_paths(r);
+    let selector = match selector_path {
+        Some(p) => super::crd::json_path(obj, &p)
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        None => selector_string(&obj["spec"]["selector"]),
+    };
+    let spec_replicas = super::crd::json_path(obj, &spec_path).as_i64().unwrap_or(0);
+    let status_replicas = super::crd::json_path(obj, &status_path)
+        .as_i64()
+        .unwrap_or(0);
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -103,11 +127,8 @@ fn scale_of(obj: &Value) -> Value {
             "resourceVersion": meta["resourceVersion"],
             "creationTimestamp": meta["creationTimestamp"],
         },
-        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
-        "status": {
-            "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0),
-            "selector": selector_string(&obj["spec"]["selector"]),
-        },
+        "spec": {"replicas": spec_replicas},
+        "status": {"replicas": status_replicas, "selector": selector},
     })
 }
 
@@ -126,7 +147,10 @@ async fn scale(
             .get(&r.key(t.namespace.as_deref(), name))
             .await
             .map_err(|e| storage_error(t, name, e))?;
-        return Ok(json_response(StatusCode::OK, &scale_of(&served(&stored)?)));
+        return Ok(json_response(
+            StatusCode::OK,
+            &scale_of(r, &served(&stored)?),
+        ));
     }
     let change: Change = if verb == "update" {
         Change::Replace(read_body(req).await?)
@@ -135,7 +159,7 @@ async fn scale(
         Change::Patch(parse_patch(&mime, &raw)?)
     };
     let (obj, _) = handlers::update(ctx, t, name, false, opts, |old| {
-        let current = scale_of(old);
+        let current = scale_of(r, old);
         let next = match &change {
             Change::Replace(body) => body.clone(),
             Change::Patch(p) => {
@@ -171,7 +195,7 @@ async fn scale(
             }
         };
         let mut obj = old.clone();
-        obj["spec"]["replicas"] = json!(n);
+        super::crd::set_path(&mut obj, &scale_paths(r).0, json!(n));
         // A Scale that names a resourceVersion must be current.
         match next["metadata"]["resourceVersion"].as_str() {
             Some(rv) if !rv.is_empty() => obj["metadata"]["resourceVersion"] = json!(rv),
@@ -184,7 +208,7 @@ async fn scale(
         Ok(obj)
     })
     .await?;
-    Ok(json_response(StatusCode::OK, &scale_of(&obj)))
+    Ok(json_response(StatusCode::OK, &scale_of(r, &obj)))
 }
 
 enum Change {

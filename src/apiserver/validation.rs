@@ -158,6 +158,9 @@ pub fn validate(r: &Resource, obj: &Value, old: Option<&Value>, errors: &mut Err
         ("scheduling.k8s.io", "priorityclasses") if obj["value"].is_null() => {
             errors.push(FieldError::required("value", ""));
         }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            super::crd::validate(obj, old, errors);
+        }
         ("rbac.authorization.k8s.io", "roles" | "clusterroles") => {
             for (i, rule) in obj["rules"].as_array().into_iter().flatten().enumerate() {
                 if rule["verbs"].as_array().is_none_or(Vec::is_empty) {
