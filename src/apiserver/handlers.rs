@@ -16,17 +16,19 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use std::sync::Arc;
+
 use super::admission;
+use super::cache::{CacheWatch, Event, Freshness, WatchFrom, watch_line};
 use super::defaults;
 use super::printers;
 use super::resources::{self, Resource};
 use super::selector::{FieldSelector, Selector};
-use super::server::{Body, Ctx, MAX_BODY, User, authorize, json_response, query};
+use super::server::{Body, Ctx, MAX_BODY, User, authorize, full, json_response, query};
 use super::status::{ApiError, FieldError};
-use super::storage::{StorageError, Stored, WatchEvent};
+use super::storage::{StorageError, Stored};
 use super::subresources;
 use super::typed;
 use super::validation;
@@ -327,7 +329,7 @@ pub(super) async fn resource_request(
     }
     authorize(user, verb, r, ns.as_deref())?;
     let resp = match (verb, t.name.clone(), t.subresource.as_deref()) {
-        ("watch", None, None) => return watch(ctx, &t, &q).await,
+        ("watch", None, None) => return watch(ctx, &t, &q, table).await,
         ("list", None, None) => return list(ctx, &t, &q, table).await,
         ("get", Some(name), None | Some("status")) => {
             let stored = ctx
@@ -1120,6 +1122,18 @@ pub(super) fn collection_prefix(t: &Target) -> String {
     t.resource.key(t.namespace.as_deref(), "")
 }
 
+/// `?resourceVersion=` of a list or watch.
+fn resource_version(q: &BTreeMap<String, String>) -> Result<Option<i64>, ApiError> {
+    match q.get("resourceVersion").map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(n) => n.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid resource version {n:?}: must be a non-negative number"
+            ))
+        }),
+    }
+}
+
 async fn list(
     ctx: &Ctx,
     t: &Target,
@@ -1132,133 +1146,245 @@ async fn list(
         .and_then(|l| l.parse::<i64>().ok())
         .unwrap_or(0)
         .max(0);
-    let page = ctx
-        .storage
-        .list(
-            &collection_prefix(t),
-            limit,
-            0,
-            q.get("continue")
-                .map(String::as_str)
-                .filter(|c| !c.is_empty()),
-        )
-        .await
-        .map_err(|e| storage_error(t, "", e))?;
-    let mut items = Vec::new();
-    for s in &page.items {
-        let v = served(s)?;
-        if fields.matches(&v) && labels.matches(&labels_of(&v)) {
-            items.push(v);
+    let rv = resource_version(q)?;
+    let continue_token = q
+        .get("continue")
+        .map(String::as_str)
+        .filter(|c| !c.is_empty());
+    let exact = q.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
+    let prefix = collection_prefix(t);
+    let wanted = |v: &Value| fields.matches(v) && labels.matches(&labels_of(v));
+    // Later pages and exact historical reads come from etcd at the list's revision; everything
+    // else from the watch cache.
+    let from_cache = if continue_token.is_some() || exact {
+        None
+    } else {
+        let freshness = match rv {
+            None => Freshness::Current,
+            Some(0) => Freshness::Any,
+            Some(n) => Freshness::AtLeast(n),
+        };
+        ctx.cache
+            .list(&t.resource.key(None, ""), &prefix, freshness)
+            .await
+            .ok()
+    };
+    let (items, meta): (Vec<Arc<Value>>, Value) = match from_cache {
+        Some((all, revision)) => {
+            let matching: Vec<Arc<Value>> = all.into_iter().filter(|v| wanted(v)).collect();
+            let mut meta = json!({"resourceVersion": revision.to_string()});
+            let total = matching.len();
+            let mut items = matching;
+            if limit > 0 && total > limit as usize {
+                items.truncate(limit as usize);
+                let last = items
+                    .last()
+                    .map(|v| {
+                        let m = &v["metadata"];
+                        let name = m["name"].as_str().unwrap_or("");
+                        match m["namespace"].as_str() {
+                            Some(ns) if t.resource.namespaced && t.namespace.is_none() => {
+                                format!("{ns}/{name}")
+                            }
+                            _ => name.to_string(),
+                        }
+                    })
+                    .unwrap_or_default();
+                meta["continue"] = json!(super::storage::encode_continue(
+                    revision,
+                    &format!("{last}\u{0}")
+                ));
+                if q.get("labelSelector").is_none() && q.get("fieldSelector").is_none() {
+                    meta["remainingItemCount"] = json!(total - items.len());
+                }
+            }
+            (items, meta)
         }
-    }
-    let mut meta = json!({"resourceVersion": page.revision.to_string()});
-    if let Some(c) = &page.continue_token {
-        meta["continue"] = json!(c);
-    }
-    if let Some(n) = page.remaining {
-        meta["remainingItemCount"] = json!(n);
-    }
+        None => {
+            let page = ctx
+                .storage
+                .list(
+                    &prefix,
+                    limit,
+                    if exact { rv.unwrap_or(0) } else { 0 },
+                    continue_token,
+                )
+                .await
+                .map_err(|e| storage_error(t, "", e))?;
+            let mut items = Vec::new();
+            for s in &page.items {
+                let v = served(s)?;
+                if wanted(&v) {
+                    items.push(Arc::new(v));
+                }
+            }
+            let mut meta = json!({"resourceVersion": page.revision.to_string()});
+            if let Some(c) = &page.continue_token {
+                meta["continue"] = json!(c);
+            }
+            if let Some(n) = page.remaining {
+                meta["remainingItemCount"] = json!(n);
+            }
+            (items, meta)
+        }
+    };
     if table {
         return Ok(json_response(
             StatusCode::OK,
             &printers::table(t.resource, &items, meta, now_secs()),
         ));
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "kind": format!("{}List", t.resource.kind),
-            "apiVersion": t.resource.api_version(),
-            "metadata": meta,
-            "items": items,
-        }),
-    ))
+    // Written piece by piece: a list of 10,000 objects is not copied into one more Value.
+    let mut out = Vec::with_capacity(256 + items.len() * 1024);
+    out.extend_from_slice(b"{\"kind\":");
+    let write = |out: &mut Vec<u8>| -> Result<(), serde_json::Error> {
+        serde_json::to_writer(&mut *out, &format!("{}List", t.resource.kind))?;
+        out.extend_from_slice(b",\"apiVersion\":");
+        serde_json::to_writer(&mut *out, &t.resource.api_version())?;
+        out.extend_from_slice(b",\"metadata\":");
+        serde_json::to_writer(&mut *out, &meta)?;
+        out.extend_from_slice(b",\"items\":[");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, item.as_ref())?;
+        }
+        out.extend_from_slice(b"]}");
+        Ok(())
+    };
+    write(&mut out).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(full(StatusCode::OK, "application/json", out))
 }
 
-fn watch_line(kind: &str, obj: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+/// The object of a watch event as the client asked for it: itself, or a one-row Table.
+fn event_line(t: &Target, table: bool, ev: &Event) -> Bytes {
+    if !table {
+        return ev.json_line();
+    }
+    let meta = json!({"resourceVersion": ev.object["metadata"]["resourceVersion"]});
+    let rows = printers::table(
+        t.resource,
+        std::slice::from_ref(&ev.object),
+        meta,
+        now_secs(),
+    );
+    watch_line(ev.kind.name(), &rows)
 }
 
 async fn watch(
     ctx: &Ctx,
     t: &Target,
     q: &BTreeMap<String, String>,
+    table: bool,
 ) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(t, q)?;
     let prefix = collection_prefix(t);
-    let rv = q.get("resourceVersion").cloned().unwrap_or_default();
+    let rv = resource_version(q)?;
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let wants = move |v: &Value| fields.matches(v) && labels.matches(&labels_of(v));
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
-    // resourceVersion "" or "0": start with the current state as ADDED events.
-    let from = match rv.as_str() {
-        "" | "0" => {
-            let page = ctx
-                .storage
-                .list(&prefix, 0, 0, None)
-                .await
-                .map_err(|e| storage_error(t, "", e))?;
-            for s in &page.items {
-                let v = served(s)?;
-                if wants(&v) {
-                    let _ = tx.send(Ok(Frame::data(watch_line("ADDED", &v)))).await;
-                }
-            }
-            page.revision
-        }
-        n => n
-            .parse::<i64>()
-            .map_err(|_| ApiError::bad_request(format!("invalid resource version {n:?}")))?,
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let initial_events = q.get("sendInitialEvents").is_some_and(|b| b == "true");
+    if initial_events && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            &[FieldError::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )],
+        ));
+    }
+    let from = match rv {
+        None | Some(0) => WatchFrom::Now,
+        Some(_) if initial_events => WatchFrom::Now,
+        Some(n) => WatchFrom::Revision(n),
     };
-    let mut events = ctx
-        .storage
-        .watch(&prefix, from)
+    let cw = ctx
+        .cache
+        .watch(&t.resource.key(None, ""), &prefix, from)
         .await
         .map_err(|e| storage_error(t, "", e))?;
+    let wants = move |v: &Value| fields.matches(v) && labels.matches(&labels_of(v));
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+    let target = Target {
+        resource: t.resource,
+        namespace: t.namespace.clone(),
+        name: None,
+        subresource: None,
+    };
+    let bookmark = move |rv: i64, end_of_initial: bool| {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if end_of_initial {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        watch_line(
+            "BOOKMARK",
+            &json!({"kind": target.resource.kind, "apiVersion": target.resource.api_version(), "metadata": meta}),
+        )
+    };
+    let target = Target {
+        resource: t.resource,
+        namespace: t.namespace.clone(),
+        name: None,
+        subresource: None,
+    };
     tokio::spawn(async move {
+        let send = |line: Bytes| tx.send(Ok(Frame::data(line)));
+        let CacheWatch {
+            initial,
+            mut live,
+            after,
+            ..
+        } = cw;
+        let mut last = after;
+        for ev in &initial {
+            if wants(&ev.object) && send(event_line(&target, table, ev)).await.is_err() {
+                return;
+            }
+        }
+        if initial_events && send(bookmark(after, true)).await.is_err() {
+            return;
+        }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(Duration::from_secs(15));
+        ticker.tick().await;
+        let mut sent_rv = after;
         loop {
             let ev = tokio::select! {
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
-                ev = events.next() => ev,
-            };
-            let line = match ev {
-                None => return,
-                Some(Err(StorageError::Expired {
-                    requested,
-                    compacted,
-                })) => watch_line(
-                    "ERROR",
-                    &ApiError::expired(format!(
-                        "too old resource version: {requested} ({compacted})"
-                    ))
-                    .to_status(),
-                ),
-                Some(Err(_)) => return,
-                Some(Ok(WatchEvent::Added(s))) => match served(&s) {
-                    Ok(v) if wants(&v) => watch_line("ADDED", &v),
-                    _ => continue,
-                },
-                Some(Ok(WatchEvent::Modified { object, .. })) => match served(&object) {
-                    Ok(v) if wants(&v) => watch_line("MODIFIED", &v),
-                    _ => continue,
-                },
-                Some(Ok(WatchEvent::Deleted { object, revision })) => {
-                    match served(&Stored { revision, ..object }) {
-                        Ok(v) if wants(&v) => watch_line("DELETED", &v),
-                        _ => continue,
+                _ = ticker.tick(), if bookmarks => {
+                    if last > sent_rv {
+                        sent_rv = last;
+                        if send(bookmark(last, false)).await.is_err() {
+                            return;
+                        }
                     }
+                    continue;
                 }
+                ev = live.recv() => ev,
             };
-            if tx.send(Ok(Frame::data(line))).await.is_err() {
+            let ev = match ev {
+                Ok(ev) => ev,
+                // Too slow to keep up, or the cache stopped: end the watch; the client
+                // resumes from the last resourceVersion it saw.
+                Err(_) => return,
+            };
+            if ev.revision <= after || !ev.key.starts_with(&prefix) {
+                continue;
+            }
+            last = ev.revision;
+            if !wants(&ev.object) {
+                continue;
+            }
+            sent_rv = ev.revision;
+            if send(event_line(&target, table, &ev)).await.is_err() {
                 return;
             }
         }

@@ -17,6 +17,7 @@
 
 pub mod admission;
 mod bootstrap;
+pub mod cache;
 pub mod crd;
 pub mod defaults;
 pub mod handlers;

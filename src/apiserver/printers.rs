@@ -1163,7 +1163,12 @@ fn access_modes(modes: &Value) -> String {
 }
 
 /// The Table for `objects` (already in their served form).
-pub fn table(resource: &Resource, objects: &[Value], list_meta: Value, now: i64) -> Value {
+pub fn table<T: std::borrow::Borrow<Value>>(
+    resource: &Resource,
+    objects: &[T],
+    list_meta: Value,
+    now: i64,
+) -> Value {
     if let Some(custom) = resource.custom {
         return custom_table(custom, objects, list_meta, now);
     }
@@ -1175,7 +1180,8 @@ pub fn table(resource: &Resource, objects: &[Value], list_meta: Value, now: i64)
         .collect();
     let rows: Vec<Value> = objects
         .iter()
-        .map(|o| {
+        .map(std::borrow::Borrow::borrow)
+        .map(|o: &Value| {
             json!({
                 "cells": cells(resource.name, o, now),
                 "object": {
@@ -1197,9 +1203,9 @@ pub fn table(resource: &Resource, objects: &[Value], list_meta: Value, now: i64)
 
 /// A custom resource's Table: NAME, then the CRD's additionalPrinterColumns (NAME and AGE when
 /// it has none).
-fn custom_table(
+fn custom_table<T: std::borrow::Borrow<Value>>(
     custom: &crate::apiserver::crd::CustomVersion,
-    objects: &[Value],
+    objects: &[T],
     list_meta: Value,
     now: i64,
 ) -> Value {
@@ -1215,7 +1221,8 @@ fn custom_table(
     }
     let rows: Vec<Value> = objects
         .iter()
-        .map(|o| {
+        .map(std::borrow::Borrow::borrow)
+        .map(|o: &Value| {
             let mut cells = vec![o["metadata"]["name"].clone()];
             if custom.columns.is_empty() {
                 cells.push(json!(age(o["metadata"]["creationTimestamp"].as_str(), now)));

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio_rustls::TlsAcceptor;
 
 use super::admission::Allocator;
+use super::cache::WatchCache;
 use super::handlers;
 use super::openapi::{self, OpenApi, ServedKind};
 use super::resources::{self, Resource};
@@ -66,6 +67,8 @@ pub(super) struct Ctx {
     pub allocator: Allocator,
     /// Held across the read and write of a service allocation.
     pub alloc_lock: tokio::sync::Mutex<()>,
+    /// Lists and watches are served from here.
+    pub cache: Arc<WatchCache>,
     /// `/openapi/v2` and `/openapi/v3`, built once; its definitions also drive strategic merge
     /// patches.
     pub openapi: OpenApi,
@@ -190,6 +193,7 @@ pub async fn serve(
         .await
         .context("building the OpenAPI documents")?;
     let ctx = Arc::new(Ctx {
+        cache: WatchCache::new(storage.clone()),
         openapi,
         definition_names,
         storage,

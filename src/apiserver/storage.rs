@@ -31,7 +31,7 @@ use crate::etcd::proto::etcdserverpb::kv_client::KvClient;
 use crate::etcd::proto::etcdserverpb::watch_client::WatchClient;
 use crate::etcd::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCreateRequest, WatchRequest, request_op, response_op, watch_request,
+    WatchCreateRequest, WatchProgressRequest, WatchRequest, request_op, response_op, watch_request,
 };
 use crate::etcd::proto::mvccpb::{KeyValue, event::EventType};
 
@@ -118,6 +118,26 @@ pub enum WatchEvent {
         object: Stored,
         revision: i64,
     },
+    /// The store has sent everything up to this revision (a progress notification).
+    Progress(i64),
+}
+
+/// Asks a running watch for a progress notification (etcd's `WatchProgressRequest`).
+#[derive(Debug, Clone)]
+pub struct ProgressRequester(mpsc::Sender<WatchRequest>);
+
+impl ProgressRequester {
+    /// Requests a [`WatchEvent::Progress`]; false when the watch is gone.
+    pub async fn request(&self) -> bool {
+        self.0
+            .send(WatchRequest {
+                request_union: Some(watch_request::RequestUnion::ProgressRequest(
+                    WatchProgressRequest {},
+                )),
+            })
+            .await
+            .is_ok()
+    }
 }
 
 /// kube-apiserver's continue token: base64 of `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>"}`,
@@ -443,7 +463,25 @@ impl EtcdStorage {
         prefix: &str,
         revision: i64,
     ) -> Result<ReceiverStream<Result<WatchEvent, StorageError>>, StorageError> {
-        let (req_tx, req_rx) = mpsc::channel(1);
+        self.watch_with_progress(prefix, revision)
+            .await
+            .map(|(events, _)| events)
+    }
+
+    /// [`EtcdStorage::watch`], with a handle that asks for progress notifications (the watch
+    /// cache uses them to know it is up to date without any event).
+    pub async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        revision: i64,
+    ) -> Result<
+        (
+            ReceiverStream<Result<WatchEvent, StorageError>>,
+            ProgressRequester,
+        ),
+        StorageError,
+    > {
+        let (req_tx, req_rx) = mpsc::channel(4);
         let create = WatchRequest {
             request_union: Some(watch_request::RequestUnion::CreateRequest(
                 WatchCreateRequest {
@@ -467,6 +505,7 @@ impl EtcdStorage {
             .await?
             .into_inner();
         let (tx, rx) = mpsc::channel(256);
+        let requester = ProgressRequester(req_tx.clone());
         tokio::spawn(async move {
             // Keep the request side open for the life of the watch.
             let _req_tx = req_tx;
@@ -487,6 +526,14 @@ impl EtcdStorage {
                         }))
                         .await;
                     return;
+                }
+                if resp.events.is_empty() && !resp.created && !resp.canceled {
+                    if let Some(h) = &resp.header
+                        && tx.send(Ok(WatchEvent::Progress(h.revision))).await.is_err()
+                    {
+                        return;
+                    }
+                    continue;
                 }
                 for ev in resp.events {
                     let Some(kv) = ev.kv else { continue };
@@ -516,7 +563,7 @@ impl EtcdStorage {
                 }
             }
         });
-        Ok(ReceiverStream::new(rx))
+        Ok((ReceiverStream::new(rx), requester))
     }
 }
 

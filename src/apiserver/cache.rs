@@ -1,0 +1,382 @@
+//! The watch cache (kube-apiserver's `cacher`): one in-memory copy of every type that someone
+//! lists or watches, kept current by a single etcd watch per type, so that lists and watches
+//! are served from memory instead of one store round trip (and one etcd watch) per client.
+//!
+//! Per type (`/registry/pods/`) it holds the current objects, the revision it is up to date
+//! with, and a window of recent events. A watch from resourceVersion N replays the window after
+//! N and then follows the live events (410 Expired when N fell out of the window); a list waits
+//! until the cache has caught up with the revision asked for — for a consistent list (no
+//! resourceVersion) it asks etcd for a progress notification to learn the current revision, as
+//! Kubernetes 1.31+ does. Each event is serialized once, however many watchers receive it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_stream::StreamExt;
+
+use super::storage::{EtcdStorage, ProgressRequester, StorageError, Stored, WatchEvent};
+
+/// Events kept per type for watches that resume from an older resourceVersion.
+const HISTORY: usize = 20_000;
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Added => "ADDED",
+            EventKind::Modified => "MODIFIED",
+            EventKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change of one object, as watchers receive it.
+#[derive(Debug)]
+pub struct Event {
+    pub kind: EventKind,
+    pub key: String,
+    /// The object as served (for a delete: its last state, at the delete's revision).
+    pub object: Arc<Value>,
+    pub revision: i64,
+    line: OnceLock<Bytes>,
+}
+
+impl Event {
+    fn new(kind: EventKind, key: String, object: Arc<Value>, revision: i64) -> Event {
+        Event {
+            kind,
+            key,
+            object,
+            revision,
+            line: OnceLock::new(),
+        }
+    }
+
+    /// The watch line (`{"type":…,"object":…}\n`), serialized once for every watcher.
+    pub fn json_line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| watch_line(self.kind.name(), &self.object))
+            .clone()
+    }
+}
+
+/// A watch event line.
+pub fn watch_line(kind: &str, obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// The object as served: stored JSON with its resourceVersion filled in.
+fn served(stored: &Stored) -> Option<Value> {
+    let mut v: Value = serde_json::from_slice(&stored.value).ok()?;
+    if !v.is_object() {
+        return None;
+    }
+    v["metadata"]["resourceVersion"] = json!(stored.revision.to_string());
+    Some(v)
+}
+
+#[derive(Debug, Default)]
+struct State {
+    objects: BTreeMap<String, Arc<Value>>,
+    /// Everything up to this revision is reflected.
+    revision: i64,
+    history: VecDeque<Arc<Event>>,
+    /// Every event after this revision is in `history`.
+    oldest: i64,
+}
+
+/// The cache of one type.
+struct TypeCache {
+    state: parking_lot::RwLock<State>,
+    events: broadcast::Sender<Arc<Event>>,
+    progress: ProgressRequester,
+    revision: tokio::sync::watch::Sender<i64>,
+}
+
+/// How fresh a list must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// `resourceVersion=0`: whatever the cache has.
+    Any,
+    /// No resourceVersion: as fresh as etcd right now (a consistent read).
+    Current,
+    /// `resourceVersion=N`: at least N.
+    AtLeast(i64),
+}
+
+/// A watch served from the cache: the events to send first, then the live ones.
+pub struct CacheWatch {
+    /// Replayed history or the synthetic ADDED events of the current state.
+    pub initial: Vec<Arc<Event>>,
+    pub live: broadcast::Receiver<Arc<Event>>,
+    /// Live events at or below this revision were already covered by `initial`.
+    pub after: i64,
+    /// Weak: a cache that stops must drop its event sender so its watchers end.
+    cache: std::sync::Weak<TypeCache>,
+}
+
+impl CacheWatch {
+    /// The revision the cache is up to date with (for bookmarks), if it still runs.
+    pub fn revision(&self) -> Option<i64> {
+        self.cache.upgrade().map(|c| c.state.read().revision)
+    }
+}
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchFrom {
+    /// The current state as ADDED events, then changes.
+    Now,
+    /// Changes after this resourceVersion.
+    Revision(i64),
+}
+
+/// All type caches of one API server.
+pub struct WatchCache {
+    storage: EtcdStorage,
+    types: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<TypeCache>>>>>,
+}
+
+impl WatchCache {
+    pub fn new(storage: EtcdStorage) -> Arc<WatchCache> {
+        Arc::new(WatchCache {
+            storage,
+            types: parking_lot::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The cache of the type stored under `prefix`, started (list + watch) on first use.
+    async fn type_cache(self: &Arc<Self>, prefix: &str) -> Result<Arc<TypeCache>, StorageError> {
+        let cell = self
+            .types
+            .lock()
+            .entry(prefix.to_string())
+            .or_default()
+            .clone();
+        let started = cell
+            .get_or_try_init(|| async { self.start(prefix).await })
+            .await?;
+        Ok(started.clone())
+    }
+
+    async fn start(self: &Arc<Self>, prefix: &str) -> Result<Arc<TypeCache>, StorageError> {
+        let page = self.storage.list(prefix, 0, 0, None).await?;
+        let mut state = State {
+            revision: page.revision,
+            oldest: page.revision,
+            ..State::default()
+        };
+        for s in &page.items {
+            if let Some(v) = served(s) {
+                state.objects.insert(s.key.clone(), Arc::new(v));
+            }
+        }
+        let (mut stream, progress) = self
+            .storage
+            .watch_with_progress(prefix, page.revision)
+            .await?;
+        let (events, _) = broadcast::channel(HISTORY);
+        let (revision, _) = tokio::sync::watch::channel(page.revision);
+        let cache = Arc::new(TypeCache {
+            state: parking_lot::RwLock::new(state),
+            events,
+            progress,
+            revision,
+        });
+        let weak = Arc::downgrade(&cache);
+        let owner = Arc::downgrade(self);
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            while let Some(ev) = stream.next().await {
+                let Some(cache) = weak.upgrade() else { return };
+                match ev {
+                    Ok(ev) => cache.apply(ev),
+                    Err(e) => {
+                        tracing::warn!("watch cache for {prefix} stopped: {e:?}");
+                        break;
+                    }
+                }
+            }
+            // The etcd watch ended (store restarted, compacted past us): forget this cache so
+            // the next request starts a fresh one; dropping it ends its watchers, who resume
+            // from their last resourceVersion (or relist on 410).
+            if let Some(owner) = owner.upgrade() {
+                owner.types.lock().remove(&prefix);
+            }
+        });
+        Ok(cache)
+    }
+
+    /// The objects under `sub_prefix` (a type's prefix, or one namespace of it), sorted by key,
+    /// and the revision they are current at.
+    pub async fn list(
+        self: &Arc<Self>,
+        prefix: &str,
+        sub_prefix: &str,
+        freshness: Freshness,
+    ) -> Result<(Vec<Arc<Value>>, i64), StorageError> {
+        let cache = self.type_cache(prefix).await?;
+        let want = match freshness {
+            Freshness::Any => 0,
+            Freshness::AtLeast(n) => n,
+            Freshness::Current => self.storage.current_revision().await?,
+        };
+        cache
+            .wait_for(want, freshness == Freshness::Current)
+            .await?;
+        let state = cache.state.read();
+        let items = state
+            .objects
+            .range(sub_prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(sub_prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        Ok((items, state.revision))
+    }
+
+    /// A watch of the type under `prefix`.
+    pub async fn watch(
+        self: &Arc<Self>,
+        prefix: &str,
+        sub_prefix: &str,
+        from: WatchFrom,
+    ) -> Result<CacheWatch, StorageError> {
+        let cache = self.type_cache(prefix).await?;
+        if let WatchFrom::Revision(n) = from {
+            // A resourceVersion from the future: wait for the cache to get there.
+            cache.wait_for(n, false).await?;
+        }
+        let state = cache.state.read();
+        let live = cache.events.subscribe();
+        let initial = match from {
+            WatchFrom::Now => state
+                .objects
+                .range(sub_prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(sub_prefix))
+                .map(|(k, v)| {
+                    Arc::new(Event::new(
+                        EventKind::Added,
+                        k.clone(),
+                        v.clone(),
+                        state.revision,
+                    ))
+                })
+                .collect(),
+            WatchFrom::Revision(n) => {
+                if n < state.oldest {
+                    return Err(StorageError::Expired {
+                        requested: n,
+                        compacted: state.oldest,
+                    });
+                }
+                state
+                    .history
+                    .iter()
+                    .filter(|e| e.revision > n && e.key.starts_with(sub_prefix))
+                    .cloned()
+                    .collect()
+            }
+        };
+        let after = state.revision;
+        drop(state);
+        Ok(CacheWatch {
+            initial,
+            live,
+            after,
+            cache: Arc::downgrade(&cache),
+        })
+    }
+}
+
+impl TypeCache {
+    fn apply(&self, ev: WatchEvent) {
+        let mut state = self.state.write();
+        let event = match ev {
+            WatchEvent::Progress(rev) => {
+                state.revision = state.revision.max(rev);
+                let r = state.revision;
+                drop(state);
+                self.revision.send_replace(r);
+                return;
+            }
+            WatchEvent::Added(s) => {
+                let Some(v) = served(&s) else { return };
+                let v = Arc::new(v);
+                state.objects.insert(s.key.clone(), v.clone());
+                Event::new(EventKind::Added, s.key, v, s.revision)
+            }
+            WatchEvent::Modified { object, .. } => {
+                let Some(v) = served(&object) else { return };
+                let v = Arc::new(v);
+                state.objects.insert(object.key.clone(), v.clone());
+                Event::new(EventKind::Modified, object.key, v, object.revision)
+            }
+            WatchEvent::Deleted { object, revision } => {
+                state.objects.remove(&object.key);
+                let Some(v) = served(&Stored {
+                    revision,
+                    ..object.clone()
+                }) else {
+                    return;
+                };
+                Event::new(EventKind::Deleted, object.key, Arc::new(v), revision)
+            }
+        };
+        let event = Arc::new(event);
+        state.revision = state.revision.max(event.revision);
+        state.history.push_back(event.clone());
+        while state.history.len() > HISTORY {
+            if let Some(old) = state.history.pop_front() {
+                state.oldest = old.revision;
+            }
+        }
+        // Broadcast under the lock: a watch subscribing meanwhile sees either the event in
+        // the history it replays or live, never both, never neither.
+        let _ = self.events.send(event);
+        let r = state.revision;
+        drop(state);
+        self.revision.send_replace(r);
+    }
+
+    /// Waits (up to 3 s, as kube-apiserver) until the cache reflects revision `want`; with
+    /// `ask`, requests a progress notification from etcd to learn it.
+    async fn wait_for(&self, want: i64, ask: bool) -> Result<(), StorageError> {
+        if self.state.read().revision >= want {
+            return Ok(());
+        }
+        let mut rx = self.revision.subscribe();
+        if ask {
+            self.progress.request().await;
+        }
+        let wait = async {
+            loop {
+                if *rx.borrow_and_update() >= want {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(3), wait).await {
+            Ok(true) => Ok(()),
+            _ => Err(StorageError::Unavailable(format!(
+                "Too large resource version: {want}, current: {}",
+                self.state.read().revision
+            ))),
+        }
+    }
+}
