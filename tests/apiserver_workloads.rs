@@ -35,6 +35,14 @@ macro_rules! for_kubectl_versions {
                 super::custom_resources($version, super::Store::$store)
             }
             #[test]
+            fn every_built_in_type() {
+                super::every_built_in_type($version, super::Store::$store)
+            }
+            #[test]
+            fn service_accounts_and_rbac() {
+                super::service_accounts_and_rbac($version, super::Store::$store)
+            }
+            #[test]
             fn jobs_and_finalizers() {
                 super::jobs_and_finalizers($version, super::Store::$store)
             }
@@ -801,4 +809,411 @@ fn custom_resources(v: &str, store: Store) {
         keys.trim().is_empty(),
         "custom objects left in etcd: {keys}"
     );
+}
+
+/// One minimal valid object of every built-in type that stores objects.
+fn one_of_each() -> Vec<(&'static str, Value)> {
+    let pod_template = json!({"metadata": {"labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}});
+    let sel = json!({"matchLabels": {"app": "x"}});
+    let meta = |name: &str| json!({"name": name, "namespace": "lab", "labels": {"kind": "sample"}});
+    let cluster_meta = |name: &str| json!({"name": name, "labels": {"kind": "sample"}});
+    vec![
+        (
+            "configmaps",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("cm1"), "data": {"a": "b"}}),
+        ),
+        (
+            "endpoints",
+            json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": meta("ep1"),
+            "subsets": [{"addresses": [{"ip": "10.1.0.5"}], "ports": [{"port": 80}]}]}),
+        ),
+        (
+            "events",
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": meta("ev1"),
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "lab"}, "reason": "Test", "message": "hello", "type": "Normal"}),
+        ),
+        (
+            "limitranges",
+            json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": meta("lr1"),
+            "spec": {"limits": [{"type": "Container", "default": {"cpu": "500m"}}]}}),
+        ),
+        (
+            "nodes",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": cluster_meta("node1")}),
+        ),
+        (
+            "persistentvolumeclaims",
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta("pvc1"),
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+        ),
+        (
+            "persistentvolumes",
+            json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": cluster_meta("pv1"),
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/tmp/pv1"}}}),
+        ),
+        (
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta("pod1"), "spec": pod_template["spec"]}),
+        ),
+        (
+            "podtemplates",
+            json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": meta("pt1"), "template": pod_template}),
+        ),
+        (
+            "replicationcontrollers",
+            json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": meta("rc1"),
+            "spec": {"replicas": 1, "selector": {"app": "x"}, "template": pod_template}}),
+        ),
+        (
+            "resourcequotas",
+            json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": meta("rq1"), "spec": {"hard": {"pods": "10"}}}),
+        ),
+        (
+            "secrets",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta("s1"), "stringData": {"k": "v"}}),
+        ),
+        (
+            "serviceaccounts",
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta("sa1")}),
+        ),
+        (
+            "services",
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": meta("svc1"), "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}}),
+        ),
+        (
+            "controllerrevisions",
+            json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": meta("cr1"), "revision": 1, "data": {"a": 1}}),
+        ),
+        (
+            "daemonsets",
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta("ds1"), "spec": {"selector": sel, "template": pod_template}}),
+        ),
+        (
+            "deployments",
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta("deploy1"), "spec": {"selector": sel, "template": pod_template}}),
+        ),
+        (
+            "replicasets",
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": meta("rs1"), "spec": {"selector": sel, "template": pod_template}}),
+        ),
+        (
+            "statefulsets",
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta("sts1"), "spec": {"selector": sel, "serviceName": "svc1", "template": pod_template}}),
+        ),
+        (
+            "horizontalpodautoscalers",
+            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta("hpa1"),
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "deploy1"}, "minReplicas": 1, "maxReplicas": 3,
+              "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}}),
+        ),
+        (
+            "cronjobs",
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta("cj1"),
+            "spec": {"schedule": "@hourly", "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}}),
+        ),
+        (
+            "jobs",
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta("job1"),
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}),
+        ),
+        (
+            "leases",
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta("lease1"), "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15}}),
+        ),
+        (
+            "endpointslices",
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": meta("es1"), "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.1.0.5"]}], "ports": [{"port": 80}]}),
+        ),
+        (
+            "ingressclasses",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": cluster_meta("ic1"), "spec": {"controller": "example.com/ingress"}}),
+        ),
+        (
+            "ingresses",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta("ing1"),
+            "spec": {"rules": [{"host": "a.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+              "backend": {"service": {"name": "svc1", "port": {"number": 80}}}}]}}]}}),
+        ),
+        (
+            "networkpolicies",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("np1"), "spec": {"podSelector": sel}}),
+        ),
+        (
+            "poddisruptionbudgets",
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta("pdb1"), "spec": {"minAvailable": 1, "selector": sel}}),
+        ),
+        (
+            "clusterrolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": cluster_meta("crb1"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cr1"}, "subjects": [{"kind": "User", "name": "jane"}]}),
+        ),
+        (
+            "clusterroles",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": cluster_meta("cr1"),
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}),
+        ),
+        (
+            "rolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta("rb1"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "role1"}, "subjects": [{"kind": "ServiceAccount", "name": "sa1", "namespace": "lab"}]}),
+        ),
+        (
+            "roles",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta("role1"),
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}),
+        ),
+        (
+            "storageclasses",
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": cluster_meta("sc1"), "provisioner": "example.com/hostpath"}),
+        ),
+        (
+            "priorityclasses",
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": cluster_meta("pc1"), "value": 1000}),
+        ),
+    ]
+}
+
+fn every_built_in_type(v: &str, store: Store) {
+    let (c, k) = setup(v, store);
+    let objects = one_of_each();
+    let list = json!({"apiVersion": "v1", "kind": "List",
+        "items": objects.iter().map(|(_, o)| o.clone()).collect::<Vec<_>>()});
+    let path = c.manifest("all.json", &list);
+    // apply with kubectl's default (strict) validation, through the OpenAPI documents.
+    k.ok(&["apply", "-f", &path]);
+    // All types at once (kubectl prints one server-side table per type).
+    let types: Vec<&str> = objects.iter().map(|(p, _)| *p).collect();
+    let types = types.join(",");
+    let wide = k.ok(&[
+        "get",
+        &types,
+        "-A",
+        "-l",
+        "kind=sample",
+        "-o",
+        "wide",
+        "--show-labels",
+    ]);
+    let names = k.ok(&["get", &types, "-A", "-l", "kind=sample", "-o", "name"]);
+    let yaml = k.ok(&["get", &types, "-A", "-l", "kind=sample", "-o", "yaml"]);
+    for (plural, obj) in &objects {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        assert!(wide.contains(name), "get {plural} -o wide:\n{wide}");
+        assert!(
+            names.lines().any(|l| l.ends_with(&format!("/{name}"))),
+            "{plural}: {names}"
+        );
+        assert!(yaml.contains(&format!("name: {name}")), "{plural}");
+    }
+    assert_eq!(
+        wide.matches("kind=sample").count(),
+        objects.len(),
+        "every object's labels are shown:\n{wide}"
+    );
+    // Server-side columns, e.g. for daemonsets and ingresses.
+    for header in [
+        "NODE SELECTOR",
+        "CLUSTER-IP",
+        "HOLDER",
+        "PROVISIONER",
+        "MIN AVAILABLE",
+        "REFERENCE",
+    ] {
+        assert!(wide.contains(header), "no {header} column:\n{wide}");
+    }
+    let jp = k.ok(&[
+        "get",
+        "deploy",
+        "deploy1",
+        "-n",
+        "lab",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(jp, "busybox:1.36");
+    let cc = k.ok(&[
+        "get",
+        "pods",
+        "-n",
+        "lab",
+        "-o",
+        "custom-columns=NAME:.metadata.name,PHASE:.status.phase",
+    ]);
+    assert_eq!(table_rows(&cc)[1], ["pod1", "Pending"], "{cc}");
+    k.ok(&["create", "configmap", "aaa", "-n", "lab"]);
+    let sorted = k.ok(&[
+        "get",
+        "cm",
+        "-n",
+        "lab",
+        "--sort-by=.metadata.name",
+        "-o",
+        "name",
+    ]);
+    let order: Vec<&str> = sorted.lines().collect();
+    let mut want = order.clone();
+    want.sort();
+    assert_eq!(order, want, "{sorted}");
+    let all = k.ok(&["get", "all", "-n", "lab"]);
+    for n in [
+        "pod/pod1",
+        "service/svc1",
+        "deployment.apps/deploy1",
+        "statefulset.apps/sts1",
+        "cronjob.batch/cj1",
+    ] {
+        assert!(all.contains(n), "get all is missing {n}:\n{all}");
+    }
+    for what in [
+        ["pod", "pod1"],
+        ["deployment", "deploy1"],
+        ["node", "node1"],
+        ["service", "svc1"],
+    ] {
+        let ns: &[&str] = if what[0] == "node" {
+            &[]
+        } else {
+            &["-n", "lab"]
+        };
+        let mut args = vec!["describe", what[0], what[1]];
+        args.extend_from_slice(ns);
+        let d = k.ok(&args);
+        assert!(
+            d.contains("Name:") && d.contains(what[1]),
+            "describe {what:?}:\n{d}"
+        );
+    }
+}
+
+fn service_accounts_and_rbac(v: &str, store: Store) {
+    let (c, k) = setup(v, store);
+    k.ok(&["create", "serviceaccount", "robot", "-n", "lab"]);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "--from-literal=a=b",
+        "-n",
+        "lab",
+    ]);
+    let token = k.ok(&["create", "token", "robot", "-n", "lab"]);
+    let token = token.trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token}");
+    // The robot, authenticated by its token alone.
+    let bogus = c.kubeconfig(Identity::BogusToken);
+    let robot = |args: &[&str]| {
+        let mut all = vec!["--token", token.as_str()];
+        all.extend_from_slice(args);
+        let argv = k.argv(&[]);
+        let out = std::process::Command::new(&argv[0])
+            .arg(format!("--kubeconfig={}", bogus.display()))
+            .arg(&argv[2])
+            .args(&all)
+            .output()
+            .expect("kubectl as robot");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    if v != "1.27" {
+        // (kubectl 1.27 looks for SelfSubjectReview in v1alpha1/v1beta1 only.)
+        let (ok, whoami) = robot(&["auth", "whoami", "-o", "json"]);
+        assert!(
+            ok && whoami.contains("system:serviceaccount:lab:robot"),
+            "{whoami}"
+        );
+    }
+    // No role binding: 403 with the RBAC authorizer's words.
+    let (ok, err) = robot(&["get", "secrets", "-n", "lab"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("secrets is forbidden: User \"system:serviceaccount:lab:robot\" cannot list resource \"secrets\" in API group \"\" in the namespace \"lab\""),
+        "{err}"
+    );
+    let (_, can) = robot(&["auth", "can-i", "list", "secrets", "-n", "lab"]);
+    assert!(can.trim().starts_with("no"), "{can}");
+    let can = k.run(&[
+        "auth",
+        "can-i",
+        "list",
+        "secrets",
+        "-n",
+        "lab",
+        "--as=system:serviceaccount:lab:robot",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&can.stdout).trim(), "no");
+    // Bind the `view` ClusterRole (configmaps yes, secrets no), then a Role for secrets.
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "robot-view",
+        "--clusterrole=view",
+        "--serviceaccount=lab:robot",
+        "-n",
+        "lab",
+    ]);
+    let can_cm = || robot(&["auth", "can-i", "list", "configmaps", "-n", "lab"]).1;
+    let mut answer = can_cm();
+    for _ in 0..50 {
+        if answer.trim() == "yes" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        answer = can_cm();
+    }
+    assert_eq!(answer.trim(), "yes", "view lets the robot list configmaps");
+    let (ok, err) = robot(&["get", "secrets", "-n", "lab"]);
+    assert!(
+        !ok && err.contains("forbidden"),
+        "view must not read secrets: {err}"
+    );
+    k.ok(&[
+        "create",
+        "role",
+        "secret-reader",
+        "--verb=get,list",
+        "--resource=secrets",
+        "-n",
+        "lab",
+    ]);
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "robot-secrets",
+        "--role=secret-reader",
+        "--serviceaccount=lab:robot",
+        "-n",
+        "lab",
+    ]);
+    let mut listed = robot(&["get", "secrets", "-n", "lab", "-o", "name"]);
+    for _ in 0..50 {
+        if listed.0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        listed = robot(&["get", "secrets", "-n", "lab", "-o", "name"]);
+    }
+    assert!(listed.0 && listed.1.contains("secret/s"), "{}", listed.1);
+    // Deleting the service account revokes its tokens.
+    k.ok(&["delete", "serviceaccount", "robot", "-n", "lab"]);
+    let (ok, err) = robot(&["get", "secrets", "-n", "lab"]);
+    assert!(
+        !ok && err.contains("Unauthorized") || err.contains("must be logged in"),
+        "{err}"
+    );
+    // The default policy is there.
+    for role in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:kube-scheduler",
+    ] {
+        k.ok(&["get", "clusterrole", role]);
+    }
 }

@@ -6,6 +6,9 @@
 
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
+use super::cache::{CacheWatch, EventKind, Freshness, WatchFrom};
 use super::handlers::{self, FieldValidation, Target, WriteOptions};
 use super::resources;
 use super::server::Ctx;
@@ -49,7 +52,115 @@ async fn ensure(ctx: &Ctx, t: Target, obj: Value, reconcile: bool) -> anyhow::Re
     }
 }
 
-pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+/// The default RBAC policy (cluster-admin, admin, edit, view, system:*), created when missing,
+/// then the authorizer fed with every role and binding: the current ones now, changes as they
+/// happen (from the watch cache).
+async fn rbac(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
+    let kinds = [
+        ("clusterroles", "ClusterRole"),
+        ("clusterrolebindings", "ClusterRoleBinding"),
+        ("roles", "Role"),
+        ("rolebindings", "RoleBinding"),
+    ];
+    for (plural, kind) in kinds {
+        let t = target("rbac.authorization.k8s.io", plural, None)?;
+        let prefix = t.resource.key(None, "");
+        let (existing, _) = ctx
+            .cache
+            .list(&prefix, &prefix, Freshness::Current)
+            .await
+            .map_err(|e| anyhow::anyhow!("listing {plural}: {e:?}"))?;
+        let have: std::collections::HashSet<String> = existing
+            .iter()
+            .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        for obj in super::auth::bootstrap_policy()
+            .into_iter()
+            .filter(|o| o["kind"] == kind)
+        {
+            let name = obj["metadata"]["name"].as_str().unwrap_or("");
+            if !have.contains(name) {
+                ensure(
+                    ctx,
+                    target("rbac.authorization.k8s.io", plural, None)?,
+                    obj,
+                    false,
+                )
+                .await?;
+            }
+        }
+        let watch = ctx
+            .cache
+            .watch(&prefix, &prefix, WatchFrom::Now)
+            .await
+            .map_err(|e| anyhow::anyhow!("watching {plural}: {e:?}"))?;
+        for ev in &watch.initial {
+            ctx.rbac.upsert(kind, &ev.object);
+        }
+        let ctx2 = ctx.clone();
+        tokio::spawn(async move { feed(ctx2, kind, prefix, watch).await });
+    }
+    Ok(())
+}
+
+/// Keeps the authorizer current with one kind of role or binding; resumes when the watch ends.
+async fn feed(ctx: Arc<Ctx>, kind: &'static str, prefix: String, mut watch: CacheWatch) {
+    let mut last = watch.after;
+    loop {
+        match watch.live.recv().await {
+            Ok(ev) => {
+                if ev.revision <= watch.after {
+                    continue;
+                }
+                last = ev.revision;
+                let meta = &ev.object["metadata"];
+                match ev.kind {
+                    EventKind::Deleted => ctx.rbac.remove(
+                        kind,
+                        meta["namespace"].as_str().unwrap_or(""),
+                        meta["name"].as_str().unwrap_or(""),
+                    ),
+                    _ => ctx.rbac.upsert(kind, &ev.object),
+                }
+            }
+            Err(_) => {
+                // The cache stopped or we fell behind: resume from the last change seen, or
+                // start over from the current state.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let from = match ctx
+                    .cache
+                    .watch(&prefix, &prefix, WatchFrom::Revision(last))
+                    .await
+                {
+                    Ok(w) => Ok(w),
+                    Err(_) => ctx.cache.watch(&prefix, &prefix, WatchFrom::Now).await,
+                };
+                match from {
+                    Ok(w) => {
+                        for ev in &w.initial {
+                            match ev.kind {
+                                EventKind::Deleted => {
+                                    let meta = &ev.object["metadata"];
+                                    ctx.rbac.remove(
+                                        kind,
+                                        meta["namespace"].as_str().unwrap_or(""),
+                                        meta["name"].as_str().unwrap_or(""),
+                                    );
+                                }
+                                _ => ctx.rbac.upsert(kind, &ev.object),
+                            }
+                            last = last.max(ev.revision);
+                        }
+                        watch = w;
+                    }
+                    Err(e) => tracing::warn!("RBAC feed for {kind}: {e:?}"),
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn run(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     // Custom resources of the CRDs stored earlier are served again.
     let crds = target("apiextensions.k8s.io", "customresourcedefinitions", None)?;
     let page = ctx
@@ -120,5 +231,6 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         slice,
         true,
     )
-    .await
+    .await?;
+    rbac(ctx).await
 }

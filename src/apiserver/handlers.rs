@@ -327,7 +327,15 @@ pub(super) async fn resource_request(
     if !r.verbs().contains(&verb) && t.subresource.is_none() {
         return Err(ApiError::method_not_allowed());
     }
-    authorize(user, verb, r, ns.as_deref())?;
+    authorize(
+        ctx,
+        user,
+        verb,
+        r,
+        t.subresource.as_deref().unwrap_or(""),
+        ns.as_deref(),
+        t.name.as_deref().unwrap_or(""),
+    )?;
     let resp = match (verb, t.name.clone(), t.subresource.as_deref()) {
         ("watch", None, None) => return watch(ctx, &t, &q, table).await,
         ("list", None, None) => return list(ctx, &t, &q, table).await,

@@ -16,6 +16,7 @@
 //! - [`status`]: `Status` errors as kubectl reads them; [`selector`]: label selectors.
 
 pub mod admission;
+pub mod auth;
 mod bootstrap;
 pub mod cache;
 pub mod crd;

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio_rustls::TlsAcceptor;
 
 use super::admission::Allocator;
+use super::auth::{Attributes, Decision, Rbac, TokenAuthenticator, TokenIssuer, forbidden_message};
 use super::cache::WatchCache;
 use super::handlers;
 use super::openapi::{self, OpenApi, ServedKind};
@@ -47,14 +48,15 @@ pub struct ApiServerConfig {
     pub service_cluster_ip_range: String,
     /// `--service-node-port-range` (30000-32767).
     pub service_node_port_range: String,
+    /// `--service-account-key-file`: keys that verify service-account tokens.
+    pub service_account_key_files: Vec<PathBuf>,
+    /// `--service-account-signing-key-file`: the key new tokens are signed with.
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// `--service-account-issuer`: the first is written into new tokens, all are accepted.
+    pub service_account_issuers: Vec<String>,
 }
 
-/// Who is asking, from their client certificate: CN is the user, O the groups.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub groups: Vec<String>,
-}
+pub use super::auth::User;
 
 pub(super) type Body = BoxBody<Bytes, Infallible>;
 
@@ -74,6 +76,12 @@ pub(super) struct Ctx {
     pub openapi: OpenApi,
     /// (group, kind) → OpenAPI definition name (`io.k8s.api.apps.v1.Deployment`).
     pub definition_names: HashMap<(String, String), String>,
+    /// The RBAC authorizer, fed from the stored roles and bindings.
+    pub rbac: Rbac,
+    /// Verifies service-account bearer tokens.
+    pub tokens: Option<TokenAuthenticator>,
+    /// Signs new service-account tokens (TokenRequest).
+    pub issuer: Option<TokenIssuer>,
 }
 
 impl Ctx {
@@ -166,7 +174,13 @@ fn user_of(cert: &CertificateDer<'_>) -> Option<User> {
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
-    Some(User { name, groups })
+    let mut groups: Vec<String> = groups;
+    groups.push(super::auth::ALL_AUTHENTICATED.to_string());
+    Some(User {
+        name,
+        groups,
+        ..User::default()
+    })
 }
 
 /// Serves the API until `shutdown` resolves.
@@ -177,6 +191,25 @@ pub async fn serve(
     let acceptor = tls_acceptor(&cfg)?;
     let allocator = Allocator::new(&cfg.service_cluster_ip_range, &cfg.service_node_port_range)
         .map_err(|e| anyhow::anyhow!(e))?;
+    let issuers = if cfg.service_account_issuers.is_empty() {
+        vec![DEFAULT_ISSUER.to_string()]
+    } else {
+        cfg.service_account_issuers.clone()
+    };
+    let tokens = if cfg.service_account_key_files.is_empty() {
+        None
+    } else {
+        Some(
+            TokenAuthenticator::from_pem_files(&cfg.service_account_key_files, &issuers, &[])
+                .map_err(|e| anyhow::anyhow!("--service-account-key-file: {e}"))?,
+        )
+    };
+    let issuer = match &cfg.service_account_signing_key_file {
+        Some(path) => Some(TokenIssuer::from_pem_file(path, &issuers[0]).map_err(|e| {
+            anyhow::anyhow!("--service-account-signing-key-file {}: {e}", path.display())
+        })?),
+        None => None,
+    };
     let storage = EtcdStorage::connect(&cfg.etcd).await?;
     let addr: SocketAddr = format!("{}:{}", cfg.bind_address, cfg.secure_port)
         .parse()
@@ -193,6 +226,9 @@ pub async fn serve(
         .await
         .context("building the OpenAPI documents")?;
     let ctx = Arc::new(Ctx {
+        rbac: Rbac::new(),
+        tokens,
+        issuer,
         cache: WatchCache::new(storage.clone()),
         openapi,
         definition_names,
@@ -349,9 +385,53 @@ async fn handle(ctx: &Ctx, user: Option<&User>, req: Request<Incoming>) -> Respo
         ["version"] => return json_response(StatusCode::OK, &version()),
         _ => {}
     }
-    let Some(user) = user else {
-        return error_response(&ApiError::unauthorized());
+    let token_user;
+    let user = match user {
+        Some(u) => u,
+        None => match bearer_user(ctx, &req).await {
+            Some(u) => {
+                token_user = u;
+                &token_user
+            }
+            None => return error_response(&ApiError::unauthorized()),
+        },
     };
+    // `kubectl --as`: act as another user, if allowed to impersonate them.
+    let impersonated;
+    let user = match impersonate(ctx, user, &req) {
+        Ok(Some(u)) => {
+            impersonated = u;
+            &impersonated
+        }
+        Ok(None) => user,
+        Err(e) => return error_response(&e),
+    };
+    // Discovery and OpenAPI are non-resource paths, authorized as such (system:discovery).
+    if matches!(segments.first(), Some(&"openapi"))
+        || matches!(
+            segments.as_slice(),
+            ["api"] | ["apis"] | ["api", "v1"] | ["apis", _] | ["apis", _, _]
+        )
+    {
+        let attrs = Attributes {
+            user,
+            verb: "get",
+            api_group: "",
+            resource: "",
+            subresource: "",
+            namespace: "",
+            name: "",
+            path: Some(&path),
+        };
+        if let Decision::Deny(reason) = ctx.rbac.authorize(&attrs) {
+            return error_response(&ApiError {
+                code: 403,
+                reason: "Forbidden",
+                message: forbidden_message(&attrs, &reason),
+                details: None,
+            });
+        }
+    }
     let aggregated = aggregated_discovery(&req);
     let discovery = |v: Value, version: &str| {
         full(
@@ -532,22 +612,185 @@ fn version() -> Value {
     })
 }
 
-/// Authorization: system:masters may do everything; RBAC for everyone else arrives with the
-/// RBAC resources, until then they may do nothing.
+/// The issuer of service-account tokens when `--service-account-issuer` is not given.
+pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// A request's service-account bearer token, checked: signature, issuer, audience, expiry, and
+/// that the service account (and the pod it is bound to) still exist with the same uid.
+async fn bearer_user(ctx: &Ctx, req: &Request<Incoming>) -> Option<User> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    let (user, claims) = ctx
+        .tokens
+        .as_ref()?
+        .authenticate(token, handlers::now_secs())
+        .ok()?;
+    let live_uid = |key: String| async move {
+        let stored = ctx.storage.get(&key).await.ok()?;
+        let v = handlers::served(&stored).ok()?;
+        v["metadata"]["uid"].as_str().map(str::to_string)
+    };
+    let sa = resources::find("", "v1", "serviceaccounts")?;
+    let uid = live_uid(sa.key(Some(&claims.namespace), &claims.service_account.name)).await?;
+    if !claims.service_account.uid.is_empty() && uid != claims.service_account.uid {
+        return None;
+    }
+    if let Some(pod) = &claims.pod {
+        let pods = resources::find("", "v1", "pods")?;
+        let uid = live_uid(pods.key(Some(&claims.namespace), &pod.name)).await?;
+        if !pod.uid.is_empty() && uid != pod.uid {
+            return None;
+        }
+    }
+    Some(user)
+}
+
+/// The Impersonate-User / -Group / -Uid / -Extra-* headers: the user to act as, after checking
+/// that `user` may `impersonate` each of them (as kube-apiserver's impersonation filter).
+fn impersonate(ctx: &Ctx, user: &User, req: &Request<Incoming>) -> Result<Option<User>, ApiError> {
+    let values = |name: &str| -> Vec<String> {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    };
+    let names = values("impersonate-user");
+    let groups = values("impersonate-group");
+    let uid = values("impersonate-uid");
+    let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in req.headers() {
+        if let Some(key) = k.as_str().strip_prefix("impersonate-extra-")
+            && let Ok(v) = v.to_str()
+        {
+            extra
+                .entry(percent_decode(key))
+                .or_default()
+                .push(v.to_string());
+        }
+    }
+    let Some(name) = names.first().cloned() else {
+        if groups.is_empty() && uid.is_empty() && extra.is_empty() {
+            return Ok(None);
+        }
+        return Err(ApiError::bad_request(
+            "requested [{Kind=Group ...}] without impersonating a user",
+        ));
+    };
+    let check = |resource: &str, namespace: &str, object: &str, subresource: &str| {
+        let attrs = Attributes {
+            user,
+            verb: "impersonate",
+            api_group: if resource == "users" || resource == "groups" || resource == "uids" {
+                ""
+            } else if resource == "userextras" {
+                "authentication.k8s.io"
+            } else {
+                ""
+            },
+            resource,
+            subresource,
+            namespace,
+            name: object,
+            path: None,
+        };
+        match ctx.rbac.authorize(&attrs) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(_) => Err(ApiError {
+                code: 403,
+                reason: "Forbidden",
+                message: format!(
+                    "{resource} \"{object}\" is forbidden: User \"{}\" cannot impersonate resource \"{resource}\" in API group \"\"{}",
+                    user.name,
+                    if namespace.is_empty() {
+                        " at the cluster scope".to_string()
+                    } else {
+                        format!(" in the namespace \"{namespace}\"")
+                    }
+                ),
+                details: Some(json!({"name": object, "kind": resource})),
+            }),
+        }
+    };
+    let mut as_groups: Vec<String> = Vec::new();
+    if let Some(sa) = name.strip_prefix("system:serviceaccount:") {
+        let (ns, sa_name) = sa.split_once(':').unwrap_or(("", sa));
+        check("serviceaccounts", ns, sa_name, "")?;
+        if groups.is_empty() {
+            as_groups.push("system:serviceaccounts".into());
+            as_groups.push(format!("system:serviceaccounts:{ns}"));
+        }
+    } else {
+        check("users", "", &name, "")?;
+    }
+    for g in &groups {
+        check("groups", "", g, "")?;
+    }
+    for u in &uid {
+        check("uids", "", u, "")?;
+    }
+    for (k, vs) in &extra {
+        for v in vs {
+            check("userextras", "", v, k)?;
+        }
+    }
+    as_groups.extend(groups);
+    if name != super::auth::ANONYMOUS
+        && !as_groups
+            .iter()
+            .any(|g| g == super::auth::ALL_AUTHENTICATED)
+    {
+        as_groups.push(super::auth::ALL_AUTHENTICATED.to_string());
+    }
+    Ok(Some(User {
+        name,
+        uid: uid.first().cloned().unwrap_or_default(),
+        groups: as_groups,
+        extra,
+    }))
+}
+
+/// RBAC: may `user` do `verb` on the resource (system:masters may do everything)?
 pub(super) fn authorize(
+    ctx: &Ctx,
     user: &User,
     verb: &str,
     resource: &Resource,
+    subresource: &str,
     namespace: Option<&str>,
+    name: &str,
 ) -> Result<(), ApiError> {
-    if user.groups.iter().any(|g| g == "system:masters") {
-        return Ok(());
-    }
-    Err(ApiError::forbidden(
-        &user.name,
+    let attrs = Attributes {
+        user,
         verb,
-        resource.group,
-        resource.name,
-        namespace,
-    ))
+        api_group: resource.group,
+        resource: resource.name,
+        subresource,
+        namespace: namespace.unwrap_or(""),
+        name,
+        path: None,
+    };
+    match ctx.rbac.authorize(&attrs) {
+        Decision::Allow => Ok(()),
+        Decision::Deny(reason) => {
+            let mut details = json!({"kind": resource.name});
+            if !resource.group.is_empty() {
+                details["group"] = json!(resource.group);
+            }
+            if !name.is_empty() {
+                details["name"] = json!(name);
+            }
+            Err(ApiError {
+                code: 403,
+                reason: "Forbidden",
+                message: forbidden_message(&attrs, &reason),
+                details: Some(details),
+            })
+        }
+    }
 }

@@ -16,12 +16,13 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use super::auth::{Attributes, Decision, TokenRequest};
 use super::handlers::{
     self, PatchKind, Target, WriteOptions, for_storage, now_rfc3339, parse_patch, read_body,
     read_raw, served, storage_error, written,
 };
 use super::resources::{self, Resource};
-use super::server::{Body, Ctx, User, authorize, json_response};
+use super::server::{Body, Ctx, User, json_response};
 use super::status::{ApiError, FieldError};
 use super::storage::StorageError;
 
@@ -49,6 +50,10 @@ pub(super) async fn handle(
         ("eviction", "create") => {
             let body = read_body(req).await?;
             evict(ctx, t, name, &body).await
+        }
+        ("token", "create") => {
+            let body = read_body(req).await?;
+            token_request(ctx, t, name, body).await
         }
         ("finalize", "update") => {
             let body = read_body(req).await?;
@@ -358,6 +363,115 @@ async fn evict(
     Ok(json_response(StatusCode::CREATED, &success(201)))
 }
 
+/// `POST serviceaccounts/<sa>/token`: a TokenRequest — a signed, expiring token for the
+/// service account, optionally bound to a pod (`kubectl create token`).
+async fn token_request(
+    ctx: &Ctx,
+    t: &Target,
+    name: &str,
+    mut body: Value,
+) -> Result<Response<Body>, ApiError> {
+    let ns = t.namespace.clone().unwrap_or_default();
+    let Some(issuer) = ctx.issuer.as_ref() else {
+        return Err(ApiError::internal(
+            "no --service-account-signing-key-file: this API server does not issue service-account tokens",
+        ));
+    };
+    let sa = served(
+        &ctx.storage
+            .get(&t.resource.key(Some(&ns), name))
+            .await
+            .map_err(|e| storage_error(t, name, e))?,
+    )?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    let spec = &body["spec"];
+    let expiration = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+    if expiration < 600 {
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            name,
+            &[FieldError::invalid(
+                "spec.expirationSeconds",
+                &json!(expiration),
+                "may not specify a duration less than 10 minutes",
+            )],
+        ));
+    }
+    let audiences: Vec<String> = spec["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    // A token bound to a pod dies with the pod.
+    let bound = &spec["boundObjectRef"];
+    let mut pod: Option<(String, String, String)> = None;
+    if bound.is_object() {
+        let pod_name = bound["name"].as_str().unwrap_or("");
+        if bound["kind"] != "Pod" {
+            return Err(ApiError::invalid(
+                "authentication.k8s.io",
+                "TokenRequest",
+                name,
+                &[FieldError::not_supported(
+                    "spec.boundObjectRef.kind",
+                    &bound["kind"],
+                    &["Pod", "Secret", "Node"],
+                )],
+            ));
+        }
+        let p = served(
+            &ctx.storage
+                .get(&pods().key(Some(&ns), pod_name))
+                .await
+                .map_err(|_| ApiError::not_found("", "pods", pod_name))?,
+        )?;
+        let uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        if let Some(want) = bound["uid"].as_str().filter(|u| !u.is_empty())
+            && want != uid
+        {
+            return Err(ApiError::conflict("", "pods", pod_name));
+        }
+        let node = p["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+        pod = Some((pod_name.to_string(), uid, node));
+    }
+    let sa_uid = sa["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let now = handlers::now_secs();
+    let req = TokenRequest {
+        namespace: &ns,
+        service_account: name,
+        service_account_uid: &sa_uid,
+        audiences: &audiences,
+        expiration_seconds: expiration,
+        bound_pod: pod.as_ref().map(|(n, u, _)| (n.as_str(), u.as_str())),
+        bound_node: None,
+        warn_after: None,
+        now,
+    };
+    let (token, exp) = issuer
+        .issue(&req)
+        .map_err(|e| ApiError::internal(format!("signing the token: {e}")))?;
+    body["kind"] = json!("TokenRequest");
+    body["apiVersion"] = json!("authentication.k8s.io/v1");
+    if !body["metadata"].is_object() {
+        body["metadata"] = json!({});
+    }
+    body["metadata"]["name"] = json!(name);
+    body["metadata"]["namespace"] = json!(ns);
+    body["metadata"]["creationTimestamp"] = Value::Null;
+    body["spec"]["expirationSeconds"] = json!(expiration);
+    if audiences.is_empty() {
+        body["spec"]["audiences"] = json!([issuer.issuer()]);
+    }
+    body["status"] = json!({"token": token, "expirationTimestamp": handlers::rfc3339(exp)});
+    Ok(json_response(StatusCode::CREATED, &body))
+}
+
 /// `PUT namespaces/<n>/finalize`: the namespace controller removes `spec.finalizers`; with
 /// none left, a terminating namespace is gone.
 async fn finalize(
@@ -470,18 +584,36 @@ pub(super) async fn review(
     }
     body["kind"] = json!(r.kind);
     body["apiVersion"] = json!(r.api_version());
-    let allowed = |u: &User, attrs: &Value| -> bool {
-        let group = attrs["group"].as_str().unwrap_or("");
-        let resource = attrs["resource"].as_str().unwrap_or("");
-        let verb = attrs["verb"].as_str().unwrap_or("");
-        let ns = attrs["namespace"].as_str().filter(|n| !n.is_empty());
-        let res = resources::RESOURCES
-            .iter()
-            .find(|x| x.group == group && x.name == resource);
-        match res {
-            Some(res) => authorize(u, verb, res, ns).is_ok(),
-            None => u.groups.iter().any(|g| g == "system:masters"),
+    // The authorizer's answer for `u` on the attributes of a review.
+    let allowed = |u: &User, attrs: &Value, non_resource: &Value| -> (bool, String) {
+        let verb = attrs["verb"]
+            .as_str()
+            .or(non_resource["verb"].as_str())
+            .unwrap_or("");
+        let path = non_resource["path"].as_str();
+        let a = Attributes {
+            user: u,
+            verb,
+            api_group: attrs["group"].as_str().unwrap_or(""),
+            resource: attrs["resource"].as_str().unwrap_or(""),
+            subresource: attrs["subresource"].as_str().unwrap_or(""),
+            namespace: attrs["namespace"].as_str().unwrap_or(""),
+            name: attrs["name"].as_str().unwrap_or(""),
+            path: if attrs.is_object() { None } else { path },
+        };
+        match ctx.rbac.authorize(&a) {
+            Decision::Allow => (true, String::new()),
+            Decision::Deny(reason) => (false, reason),
         }
+    };
+    let review_status = |(ok, reason): (bool, String)| {
+        let mut st = json!({"allowed": ok});
+        if ok {
+            st["reason"] = json!("RBAC: allowed");
+        } else if !reason.is_empty() {
+            st["reason"] = json!(reason);
+        }
+        st
     };
     match r.kind {
         "Binding" => {
@@ -489,51 +621,61 @@ pub(super) async fn review(
             return bind(ctx, t.namespace.as_deref().unwrap_or(""), &name, &body).await;
         }
         "SelfSubjectReview" => {
-            body["status"] = json!({"userInfo": {"username": user.name, "groups": user.groups}});
+            let mut info = json!({"username": user.name, "groups": user.groups});
+            if !user.uid.is_empty() {
+                info["uid"] = json!(user.uid);
+            }
+            if !user.extra.is_empty() {
+                info["extra"] = json!(user.extra);
+            }
+            body["status"] = json!({"userInfo": info});
         }
         "SelfSubjectAccessReview" => {
-            let attrs = &body["spec"]["resourceAttributes"];
-            let ok = if attrs.is_object() {
-                allowed(user, attrs)
-            } else {
-                user.groups.iter().any(|g| g == "system:masters")
-            };
-            body["status"] = json!({"allowed": ok});
+            let spec = &body["spec"];
+            body["status"] = review_status(allowed(
+                user,
+                &spec["resourceAttributes"],
+                &spec["nonResourceAttributes"],
+            ));
         }
         "SubjectAccessReview" | "LocalSubjectAccessReview" => {
             let spec = &body["spec"];
             let subject = User {
                 name: spec["user"].as_str().unwrap_or("").to_string(),
+                uid: spec["uid"].as_str().unwrap_or("").to_string(),
                 groups: spec["groups"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .filter_map(|g| g.as_str().map(str::to_string))
                     .collect(),
+                extra: serde_json::from_value(spec["extra"].clone()).unwrap_or_default(),
             };
-            let ok = allowed(&subject, &spec["resourceAttributes"]);
-            body["status"] = json!({"allowed": ok});
+            let mut attrs = spec["resourceAttributes"].clone();
+            if r.kind == "LocalSubjectAccessReview" && attrs.is_object() {
+                attrs["namespace"] = json!(t.namespace.clone().unwrap_or_default());
+            }
+            body["status"] =
+                review_status(allowed(&subject, &attrs, &spec["nonResourceAttributes"]));
         }
         "SelfSubjectRulesReview" => {
-            let master = user.groups.iter().any(|g| g == "system:masters");
-            body["status"] = if master {
-                json!({
-                    "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
-                        {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]}],
-                    "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                    "incomplete": false,
-                })
-            } else {
-                json!({
-                    "resourceRules": [{"verbs": ["create"], "apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
-                        {"verbs": ["create"], "apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"]}],
-                    "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"]}],
-                    "incomplete": false,
-                })
-            };
+            let ns = body["spec"]["namespace"].as_str().unwrap_or("").to_string();
+            body["status"] = ctx.rbac.rules_review_status(user, &ns);
         }
         "TokenReview" => {
-            body["status"] = json!({"authenticated": false, "error": "service-account tokens are not accepted by this server yet"});
+            let token = body["spec"]["token"].as_str().unwrap_or("");
+            let now = handlers::now_secs();
+            body["status"] = match ctx.tokens.as_ref().map(|a| a.authenticate(token, now)) {
+                Some(Ok((u, claims))) => json!({
+                    "authenticated": true,
+                    "user": {"username": u.name, "uid": u.uid, "groups": u.groups, "extra": u.extra},
+                    "audiences": claims.audiences,
+                }),
+                Some(Err(e)) => json!({"authenticated": false, "error": e.to_string()}),
+                None => {
+                    json!({"authenticated": false, "error": "service-account token authentication is not configured (--service-account-key-file)"})
+                }
+            };
         }
         _ => return Err(ApiError::method_not_allowed()),
     }

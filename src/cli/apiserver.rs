@@ -43,6 +43,15 @@ pub struct ApiServerArgs {
     /// The range of NodePort Services' node ports.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
+    /// PEM keys (public or private) that verify service-account tokens; repeatable.
+    #[arg(long)]
+    pub service_account_key_file: Vec<PathBuf>,
+    /// PEM private key that signs service-account tokens.
+    #[arg(long)]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// Issuer written into service-account tokens (the first) and accepted; repeatable.
+    #[arg(long)]
+    pub service_account_issuer: Vec<String>,
 }
 
 pub fn run(a: ApiServerArgs) -> anyhow::Result<ExitCode> {
@@ -60,6 +69,9 @@ pub fn run(a: ApiServerArgs) -> anyhow::Result<ExitCode> {
         client_ca_file: a.client_ca_file,
         service_cluster_ip_range: a.service_cluster_ip_range,
         service_node_port_range: a.service_node_port_range,
+        service_account_key_files: a.service_account_key_file,
+        service_account_signing_key_file: a.service_account_signing_key_file,
+        service_account_issuers: a.service_account_issuer,
     };
     super::runtime()?.block_on(server::serve(cfg, super::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)

@@ -124,6 +124,9 @@ pub struct KubePki {
     pub jane: CertFiles,
     pub untrusted_ca_cert: PathBuf,
     pub untrusted: CertFiles,
+    /// The service-account signing key (PKCS#8) and its public key.
+    pub sa_key: PathBuf,
+    pub sa_pub: PathBuf,
 }
 
 impl KubePki {
@@ -184,7 +187,10 @@ impl KubePki {
             ClientAuth,
         );
 
+        let sa = KeyPair::generate().expect("service-account key");
         KubePki {
+            sa_key: write("sa.key", &sa.serialize_pem()),
+            sa_pub: write("sa.pub", &sa.public_key_pem()),
             ca_cert: write("ca.crt", &ca1.pem()),
             untrusted_ca_cert: write("untrusted-ca.crt", &ca2.pem()),
             serving,
@@ -365,6 +371,12 @@ impl Cluster {
             path_str(&self.pki.serving.key),
             "--client-ca-file".into(),
             path_str(&self.pki.ca_cert),
+            "--service-account-key-file".into(),
+            path_str(&self.pki.sa_pub),
+            "--service-account-signing-key-file".into(),
+            path_str(&self.pki.sa_key),
+            "--service-account-issuer".into(),
+            "https://kubernetes.default.svc.cluster.local".into(),
         ]
     }
 
