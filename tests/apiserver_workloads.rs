@@ -43,6 +43,10 @@ macro_rules! for_kubectl_versions {
                 super::service_accounts_and_rbac($version, super::Store::$store)
             }
             #[test]
+            fn server_side_apply() {
+                super::server_side_apply($version, super::Store::$store)
+            }
+            #[test]
             fn jobs_and_finalizers() {
                 super::jobs_and_finalizers($version, super::Store::$store)
             }
@@ -1216,4 +1220,115 @@ fn service_accounts_and_rbac(v: &str, store: Store) {
     ] {
         k.ok(&["get", "clusterrole", role]);
     }
+}
+
+fn server_side_apply(v: &str, store: Store) {
+    let (c, k) = setup(v, store);
+    let mut d = deployment("ssa", 2, json!({"app": "ssa"}));
+    let path = c.manifest("ssa.json", &d);
+    // Apply creates the object and owns its fields.
+    k.ok(&["apply", "--server-side", "-f", &path]);
+    let got = k.json(&[
+        "get",
+        "deploy",
+        "ssa",
+        "-n",
+        "lab",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]);
+    let managers: Vec<(String, String)> = got["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["manager"].as_str().unwrap_or("").to_string(),
+                m["operation"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        managers.contains(&("kubectl".to_string(), "Apply".to_string())),
+        "{got:#}"
+    );
+    let fields = got["metadata"]["managedFields"][0]["fieldsV1"].to_string();
+    assert!(
+        fields.contains("f:replicas") && fields.contains("k:{\\\"name\\\":\\\"web\\\"}"),
+        "{fields}"
+    );
+    // Re-applying an edited manifest changes that field only.
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.28");
+    let path = c.manifest("ssa.json", &d);
+    k.ok(&["apply", "--server-side", "-f", &path]);
+    let got = k.json(&["get", "deploy", "ssa", "-n", "lab", "-o", "json"]);
+    assert_eq!(
+        got["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.28"
+    );
+    assert_eq!(got["metadata"]["generation"], 2, "{got:#}");
+    // Another manager setting the same field to another value: the real conflict.
+    let mut other = deployment("ssa", 5, json!({"app": "ssa"}));
+    other["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.28");
+    let path = c.manifest("other.json", &other);
+    let err = k.fails(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "-f",
+        &path,
+    ]);
+    assert!(
+        err.contains("conflict with \"kubectl\"") && err.contains(".spec.replicas"),
+        "{err}"
+    );
+    let got = k.json(&["get", "deploy", "ssa", "-n", "lab", "-o", "json"]);
+    assert_eq!(got["spec"]["replicas"], 2, "nothing changed on a conflict");
+    k.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "--force-conflicts",
+        "-f",
+        &path,
+    ]);
+    let got = k.json(&[
+        "get",
+        "deploy",
+        "ssa",
+        "-n",
+        "lab",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]);
+    assert_eq!(got["spec"]["replicas"], 5);
+    // An ordinary create records its manager as an Update.
+    k.ok(&[
+        "create",
+        "configmap",
+        "plain",
+        "--from-literal=a=b",
+        "-n",
+        "lab",
+    ]);
+    let cm = k.json(&[
+        "get",
+        "cm",
+        "plain",
+        "-n",
+        "lab",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]);
+    assert_eq!(
+        cm["metadata"]["managedFields"][0]["manager"], "kubectl-create",
+        "{cm:#}"
+    );
+    assert_eq!(
+        cm["metadata"]["managedFields"][0]["operation"], "Update",
+        "{cm:#}"
+    );
 }

@@ -29,6 +29,8 @@ fn options() -> WriteOptions {
         dry_run: false,
         validation: FieldValidation::Strict,
         warnings: Vec::new(),
+        manager: "kube-apiserver".into(),
+        applying: false,
     }
 }
 

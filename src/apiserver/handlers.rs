@@ -110,6 +110,10 @@ pub(super) struct WriteOptions {
     pub validation: FieldValidation,
     /// `Warning` headers for the answer (unknown fields under `Warn`).
     pub warnings: Vec<String>,
+    /// Who writes, for managedFields (`?fieldManager=`, or from the User-Agent).
+    pub manager: String,
+    /// Server-side apply writes its own managedFields.
+    pub applying: bool,
 }
 
 /// Adds `Warning: 299 - "…"` headers, as kubectl prints them.
@@ -305,10 +309,27 @@ pub(super) async fn resource_request(
             )));
         }
     };
+    let manager = match q.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) if m.len() > 128 => {
+            return Err(ApiError::bad_request(format!(
+                "fieldManager: Too long: may not be more than 128 bytes (got {})",
+                m.len()
+            )));
+        }
+        Some(m) => m.clone(),
+        None => super::ssa::default_manager(
+            req.headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        ),
+    };
     let mut opts = WriteOptions {
         dry_run,
         validation: field_validation(&q)?,
         warnings: Vec::new(),
+        manager,
+        applying: false,
     };
     let ns = t.namespace.clone();
     let r = t.resource;
@@ -397,6 +418,11 @@ pub(super) async fn resource_request(
         ("patch", Some(name), sub @ (None | Some("status"))) => {
             let (mime, raw) = read_raw(req).await?;
             let patch = parse_patch(&mime, &raw)?;
+            if let PatchKind::Apply(applied) = &patch {
+                return server_side_apply(ctx, &t, &name, sub, applied, &q, &mut opts)
+                    .await
+                    .map(|resp| with_warnings(resp, &opts.warnings));
+            }
             let (obj, rev) = update(ctx, &t, &name, sub.is_some(), &mut opts, |old| {
                 apply_patch(ctx, r, old, &patch)
             })
@@ -468,6 +494,9 @@ pub(super) async fn create(
         }
     }
     admission::prepare_create(r, &mut obj, &uid);
+    if !opts.applying {
+        obj = track(ctx, r, None, obj, &opts.manager, "");
+    }
     let key = r.key(ns.as_deref(), &name);
     let _guard = if r.group.is_empty() && r.name == "services" {
         let guard = ctx.alloc_lock.lock().await;
@@ -551,6 +580,16 @@ pub(super) async fn update(
         } else {
             admit(t, Some(name), &mut obj, Some(&old), opts)?;
             admission::prepare_update(r, &mut obj, &old);
+        }
+        if !opts.applying {
+            obj = track(
+                ctx,
+                r,
+                Some(&old),
+                obj,
+                &opts.manager,
+                if status { "status" } else { "" },
+            );
         }
         // Deletion is the server's: clients can neither set nor clear deletionTimestamp.
         for f in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
@@ -650,7 +689,7 @@ pub(super) fn apply_patch(
             message: format!("the JSON patch could not be applied: {e}"),
             details: None,
         })?,
-        PatchKind::Merge(m) => json_patch::merge(&mut obj, m),
+        PatchKind::Merge(m) | PatchKind::Apply(m) => json_patch::merge(&mut obj, m),
     }
     Ok(obj)
 }
@@ -883,6 +922,106 @@ async fn delete_collection(
     ))
 }
 
+/// managedFields after an ordinary write by `manager`.
+fn track(
+    ctx: &Ctx,
+    r: &Resource,
+    old: Option<&Value>,
+    new: Value,
+    manager: &str,
+    subresource: &str,
+) -> Value {
+    super::ssa::track_update(
+        old,
+        new,
+        manager,
+        subresource,
+        ctx.openapi.definitions(),
+        ctx.definition_of(r),
+        &now_rfc3339(),
+    )
+}
+
+/// `PATCH` with `application/apply-patch+yaml`: server-side apply, creating the object when it
+/// does not exist; conflicts with other managers are a 409 unless `?force=true`.
+async fn server_side_apply(
+    ctx: &Ctx,
+    t: &Target,
+    name: &str,
+    sub: Option<&str>,
+    applied: &Value,
+    q: &BTreeMap<String, String>,
+    opts: &mut WriteOptions,
+) -> Result<Response<Body>, ApiError> {
+    let r = t.resource;
+    if q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(ApiError::bad_request(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    }
+    let force = match q.get("force").map(String::as_str) {
+        None | Some("") | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "force: Invalid value: {other:?}: must be true or false"
+            )));
+        }
+    };
+    let manager = opts.manager.clone();
+    let defs = ctx.openapi.definitions();
+    let root = ctx.definition_of(r);
+    let ssa_error = |e: super::ssa::ApplyError| match &e {
+        super::ssa::ApplyError::Conflicts(conflicts) => ApiError {
+            code: 409,
+            reason: "Conflict",
+            message: e.message(),
+            details: Some(json!({
+                "name": name,
+                "group": r.group,
+                "kind": r.name,
+                "causes": conflicts.iter().map(|c| json!({
+                    "reason": "FieldManagerConflict",
+                    "message": c.cause_message(),
+                    "field": c.field,
+                })).collect::<Vec<_>>(),
+            })),
+        },
+        super::ssa::ApplyError::Invalid(m) => ApiError::bad_request(m.clone()),
+    };
+    opts.applying = true;
+    let exists = ctx
+        .storage
+        .get(&r.key(t.namespace.as_deref(), name))
+        .await
+        .is_ok();
+    if !exists {
+        if sub.is_some() {
+            return Err(ApiError::not_found(r.group, r.name, name));
+        }
+        let mut obj = super::ssa::apply(None, applied, &manager, force, defs, root, &now_rfc3339())
+            .map_err(ssa_error)?;
+        if obj["metadata"]["name"].as_str().unwrap_or("").is_empty() {
+            obj["metadata"]["name"] = json!(name);
+        }
+        return create(ctx, t, obj, opts).await;
+    }
+    let (obj, rev) = update(ctx, t, name, sub.is_some(), opts, |old| {
+        super::ssa::apply(
+            Some(old),
+            applied,
+            &manager,
+            force,
+            defs,
+            root,
+            &now_rfc3339(),
+        )
+        .map_err(ssa_error)
+    })
+    .await?;
+    Ok(written(StatusCode::OK, obj, rev))
+}
+
 fn is_crd(r: &Resource) -> bool {
     r.group == "apiextensions.k8s.io" && r.name == "customresourcedefinitions"
 }
@@ -1041,6 +1180,8 @@ pub(super) enum PatchKind {
     Merge(Value),
     /// Strategic merge patch: merge keys and directives from the type's OpenAPI schema.
     Strategic(Value),
+    /// Server-side apply: the applied configuration.
+    Apply(Value),
 }
 
 pub(super) fn parse_patch(mime: &str, body: &[u8]) -> Result<PatchKind, ApiError> {
@@ -1050,12 +1191,11 @@ pub(super) fn parse_patch(mime: &str, body: &[u8]) -> Result<PatchKind, ApiError
             .map_err(|e| ApiError::bad_request(format!("error decoding the JSON patch: {e}"))),
         "application/merge-patch+json" => parse_json(body).map(PatchKind::Merge),
         "application/strategic-merge-patch+json" => parse_json(body).map(PatchKind::Strategic),
-        "application/apply-patch+yaml" => Err(ApiError {
-            code: 415,
-            reason: "UnsupportedMediaType",
-            message: "server-side apply is not supported by minik yet".into(),
-            details: None,
-        }),
+        "application/apply-patch+yaml" | "application/apply-patch+json" => {
+            serde_yaml::from_slice::<Value>(body)
+                .map(PatchKind::Apply)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        }
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }

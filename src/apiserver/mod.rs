@@ -28,6 +28,7 @@ pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;
+pub mod ssa;
 pub mod status;
 pub mod storage;
 pub mod strategic;

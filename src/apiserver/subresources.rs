@@ -178,7 +178,9 @@ async fn scale(
                             details: None,
                         })?
                     }
-                    PatchKind::Merge(m) | PatchKind::Strategic(m) => json_patch::merge(&mut s, m),
+                    PatchKind::Merge(m) | PatchKind::Strategic(m) | PatchKind::Apply(m) => {
+                        json_patch::merge(&mut s, m)
+                    }
                 }
                 s
             }
