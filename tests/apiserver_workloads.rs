@@ -47,6 +47,10 @@ macro_rules! for_kubectl_versions {
                 super::server_side_apply($version, super::Store::$store)
             }
             #[test]
+            fn wait_and_delete() {
+                super::wait_and_delete($version, super::Store::$store)
+            }
+            #[test]
             fn jobs_and_finalizers() {
                 super::jobs_and_finalizers($version, super::Store::$store)
             }
@@ -1331,4 +1335,72 @@ fn server_side_apply(v: &str, store: Store) {
         cm["metadata"]["managedFields"][0]["operation"], "Update",
         "{cm:#}"
     );
+}
+
+fn wait_and_delete(v: &str, store: Store) {
+    let (c, k) = setup(v, store);
+    create(
+        &c,
+        &k,
+        "d.json",
+        &deployment("waited", 1, json!({"app": "waited"})),
+    );
+    // `wait --for=condition` watches until the status (written through /status) says so.
+    let mut waiter = k.spawn(&[
+        "wait",
+        "--for=condition=Available",
+        "deploy/waited",
+        "-n",
+        "lab",
+        "--timeout=20s",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    k.ok(&[
+        "patch", "deploy", "waited", "-n", "lab", "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"observedGeneration":1,"replicas":1,"readyReplicas":1,"availableReplicas":1,"updatedReplicas":1,"conditions":[{"type":"Available","status":"True","reason":"MinimumReplicasAvailable","message":"ok"}]}}"#,
+    ]);
+    let status = waiter.wait_exit(std::time::Duration::from_secs(20));
+    let out = waiter.finish();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "wait --for=condition: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("condition met"),
+        "{out:?}"
+    );
+    // A status write through the main resource is ignored; through /status it is kept.
+    let d = k.json(&["get", "deploy", "waited", "-n", "lab", "-o", "json"]);
+    assert_eq!(d["status"]["availableReplicas"], 1, "{d:#}");
+    let rows = table_rows(&k.ok(&["get", "deploy", "waited", "-n", "lab"]));
+    assert_eq!(rows[1][1..4], ["1/1", "1", "1"], "{rows:?}");
+    k.ok(&[
+        "rollout",
+        "status",
+        "deploy/waited",
+        "-n",
+        "lab",
+        "--timeout=10s",
+    ]);
+
+    // `wait --for=delete` returns when the object is gone.
+    for n in ["a", "b", "c"] {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": n, "namespace": "lab", "labels": {"group": if n == "c" { "other" } else { "ab" }}}});
+        create(&c, &k, &format!("{n}.json"), &cm);
+    }
+    let mut gone = k.spawn(&["wait", "--for=delete", "cm/a", "-n", "lab", "--timeout=20s"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    k.ok(&["delete", "cm", "-l", "group=ab", "-n", "lab"]);
+    let status = gone.wait_exit(std::time::Duration::from_secs(20));
+    let out = gone.finish();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "wait --for=delete: {out:?}"
+    );
+    let left = k.ok(&["get", "cm", "-n", "lab", "-l", "group", "-o", "name"]);
+    assert_eq!(left.trim(), "configmap/c");
+    k.ok(&["delete", "cm", "--all", "-n", "lab"]);
+    let left = k.ok(&["get", "cm", "-n", "lab", "-o", "name"]);
+    assert!(left.trim().is_empty(), "{left}");
 }
