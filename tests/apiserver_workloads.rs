@@ -639,6 +639,51 @@ fn generators_apply_and_explain(v: &str, store: Store) {
     for what in ["job/once", "cronjob/tick", "pod/solo", "configmap/conf"] {
         k.ok(&["get", what, "-n", "lab"]);
     }
+    // autoscale sends autoscaling/v1 (kubectl < 1.33) or v2: both land as one stored HPA.
+    k.ok(&[
+        "autoscale",
+        "deployment",
+        "web",
+        "--min=1",
+        "--max=3",
+        "--cpu-percent=70",
+        "-n",
+        "lab",
+    ]);
+    let hpa = k.json(&["get", "hpa", "web", "-n", "lab", "-o", "json"]);
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2", "{hpa:#}");
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70,
+        "{hpa:#}"
+    );
+    let v1 = k.json(&[
+        "get",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "web",
+        "-n",
+        "lab",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 70, "{v1:#}");
+    // An events.k8s.io/v1 Event is a core Event too.
+    let ev = r#"{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"e1"},
+        "eventTime":"2026-01-01T00:00:00.000000Z","reportingController":"example.com/ctl",
+        "reportingInstance":"ctl-1","action":"Testing","reason":"Tested","type":"Normal",
+        "regarding":{"kind":"Pod","name":"solo","namespace":"lab"},"note":"new-style event"}"#;
+    let r = c
+        .https(
+            Identity::Admin,
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/lab/events",
+            Some(ev),
+        )
+        .expect("POST events.k8s.io event");
+    assert_eq!(r.status, 201, "{r:#?}");
+    assert_eq!(r.json()["note"], "new-style event", "{r:#?}");
+    let core = k.json(&["get", "events.v1.", "e1", "-n", "lab", "-o", "json"]);
+    assert_eq!(core["message"], "new-style event", "{core:#}");
+    assert_eq!(core["involvedObject"]["name"], "solo", "{core:#}");
     let can = k.ok(&["auth", "can-i", "create", "pods", "-n", "lab"]);
     assert_eq!(can.trim(), "yes");
 

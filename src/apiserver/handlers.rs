@@ -357,9 +357,36 @@ pub(super) async fn resource_request(
         ns.as_deref(),
         t.name.as_deref().unwrap_or(""),
     )?;
+    // A version served in another form than the stored one works on the stored form.
+    let view = super::convert::view(r);
+    let outer = r;
+    let (t, r) = match &view {
+        Some(v) => (
+            Target {
+                resource: v.storage,
+                ..t
+            },
+            v.storage,
+        ),
+        None => (t, r),
+    };
+    let present = |v: Value| match &view {
+        Some(vw) => vw.present(&v),
+        None => v,
+    };
+    let to_storage = |v: Value| -> Result<Value, ApiError> {
+        let Some(vw) = &view else { return Ok(v) };
+        let mut errors = Vec::new();
+        (vw.validate)(&v, &mut errors);
+        if !errors.is_empty() {
+            let name = v["metadata"]["name"].as_str().unwrap_or("");
+            return Err(ApiError::invalid(outer.group, outer.kind, name, &errors));
+        }
+        Ok((vw.to_storage)(&v))
+    };
     let resp = match (verb, t.name.clone(), t.subresource.as_deref()) {
-        ("watch", None, None) => return watch(ctx, &t, &q, table).await,
-        ("list", None, None) => return list(ctx, &t, &q, table).await,
+        ("watch", None, None) => return watch(ctx, &t, &q, table, view).await,
+        ("list", None, None) => return list(ctx, &t, &q, table, view).await,
         ("get", Some(name), None | Some("status")) => {
             let stored = ctx
                 .storage
@@ -374,14 +401,24 @@ pub(super) async fn resource_request(
                     &printers::table(r, &[obj], meta, now_secs()),
                 ));
             }
-            Ok(json_response(StatusCode::OK, &obj))
+            Ok(json_response(StatusCode::OK, &present(obj)))
         }
         ("create", None, None) => {
             let body = read_body(req).await?;
             if r.verbs == resources::Verbs::CreateOnly {
                 return subresources::review(ctx, user, &t, body).await;
             }
-            create(ctx, &t, body, &mut opts).await
+            if view.is_none() {
+                create(ctx, &t, body, &mut opts).await
+            } else {
+                let body = if body.is_object() {
+                    to_storage(body)?
+                } else {
+                    body
+                };
+                let (code, obj) = create_object(ctx, &t, body, &mut opts).await?;
+                Ok(json_response(code, &present(obj)))
+            }
         }
         ("update", Some(name), sub @ (None | Some("status"))) => {
             let mut body = read_body(req).await?;
@@ -409,11 +446,14 @@ pub(super) async fn resource_request(
                     "the request body must be a JSON object",
                 ));
             }
+            if view.is_some() {
+                body = to_storage(body)?;
+            }
             let (obj, rev) = update(ctx, &t, &name, status, &mut opts, |_old| {
                 Ok(std::mem::take(&mut body))
             })
             .await?;
-            Ok(written(StatusCode::OK, obj, rev))
+            Ok(written(StatusCode::OK, present(obj), rev))
         }
         ("patch", Some(name), sub @ (None | Some("status"))) => {
             let (mime, raw) = read_raw(req).await?;
@@ -424,10 +464,17 @@ pub(super) async fn resource_request(
                     .map(|resp| with_warnings(resp, &opts.warnings));
             }
             let (obj, rev) = update(ctx, &t, &name, sub.is_some(), &mut opts, |old| {
-                apply_patch(ctx, r, old, &patch)
+                match &view {
+                    // Patches apply to the served form.
+                    Some(vw) => {
+                        let patched = apply_patch(ctx, outer, &vw.present(old), &patch)?;
+                        to_storage(patched)
+                    }
+                    None => apply_patch(ctx, r, old, &patch),
+                }
             })
             .await?;
-            Ok(written(StatusCode::OK, obj, rev))
+            Ok(written(StatusCode::OK, present(obj), rev))
         }
         ("delete", Some(name), None) => {
             let (_, raw) = read_raw(req).await?;
@@ -451,9 +498,20 @@ pub(super) async fn resource_request(
 pub(super) async fn create(
     ctx: &Ctx,
     t: &Target,
-    mut obj: Value,
+    obj: Value,
     opts: &mut WriteOptions,
 ) -> Result<Response<Body>, ApiError> {
+    let (code, obj) = create_object(ctx, t, obj, opts).await?;
+    Ok(json_response(code, &obj))
+}
+
+/// Creates an object; the answer's code and the object as stored (with its resourceVersion).
+pub(super) async fn create_object(
+    ctx: &Ctx,
+    t: &Target,
+    mut obj: Value,
+    opts: &mut WriteOptions,
+) -> Result<(StatusCode, Value), ApiError> {
     let r = t.resource;
     let ns = t.namespace.clone();
     let name = admit(t, None, &mut obj, None, opts)?;
@@ -512,7 +570,7 @@ pub(super) async fn create(
         if ctx.storage.get(&key).await.is_ok() {
             return Err(ApiError::already_exists(r.group, r.name, &name));
         }
-        return Ok(json_response(StatusCode::CREATED, &obj));
+        return Ok((StatusCode::CREATED, obj));
     }
     let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
     let rev = ctx
@@ -523,7 +581,8 @@ pub(super) async fn create(
     if is_crd(r) {
         super::crd::register(&obj);
     }
-    Ok(written(StatusCode::CREATED, obj, rev))
+    obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+    Ok((StatusCode::CREATED, obj))
 }
 
 /// Every stored object of the target's type in all namespaces (for allocations and checks).
@@ -1287,6 +1346,7 @@ async fn list(
     t: &Target,
     q: &BTreeMap<String, String>,
     table: bool,
+    view: Option<super::convert::View>,
 ) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(t, q)?;
     let limit = q
@@ -1382,13 +1442,38 @@ async fn list(
             &printers::table(t.resource, &items, meta, now_secs()),
         ));
     }
+    let (kind, api_version, items) = match view {
+        Some(vw) => (
+            format!("{}List", t.resource.kind),
+            items
+                .first()
+                .map(|i| {
+                    vw.present(i)["apiVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .unwrap_or_else(|| {
+                    vw.present(&json!({}))["apiVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                }),
+            items.iter().map(|i| Arc::new(vw.present(i))).collect(),
+        ),
+        None => (
+            format!("{}List", t.resource.kind),
+            t.resource.api_version(),
+            items,
+        ),
+    };
     // Written piece by piece: a list of 10,000 objects is not copied into one more Value.
     let mut out = Vec::with_capacity(256 + items.len() * 1024);
     out.extend_from_slice(b"{\"kind\":");
     let write = |out: &mut Vec<u8>| -> Result<(), serde_json::Error> {
-        serde_json::to_writer(&mut *out, &format!("{}List", t.resource.kind))?;
+        serde_json::to_writer(&mut *out, &kind)?;
         out.extend_from_slice(b",\"apiVersion\":");
-        serde_json::to_writer(&mut *out, &t.resource.api_version())?;
+        serde_json::to_writer(&mut *out, &api_version)?;
         out.extend_from_slice(b",\"metadata\":");
         serde_json::to_writer(&mut *out, &meta)?;
         out.extend_from_slice(b",\"items\":[");
@@ -1406,7 +1491,12 @@ async fn list(
 }
 
 /// The object of a watch event as the client asked for it: itself, or a one-row Table.
-fn event_line(t: &Target, table: bool, ev: &Event) -> Bytes {
+fn event_line(t: &Target, table: bool, ev: &Event, view: Option<&super::convert::View>) -> Bytes {
+    if let Some(vw) = view
+        && !table
+    {
+        return watch_line(ev.kind.name(), &vw.present(&ev.object));
+    }
     if !table {
         return ev.json_line();
     }
@@ -1425,6 +1515,7 @@ async fn watch(
     t: &Target,
     q: &BTreeMap<String, String>,
     table: bool,
+    view: Option<super::convert::View>,
 ) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(t, q)?;
     let prefix = collection_prefix(t);
@@ -1491,7 +1582,11 @@ async fn watch(
         } = cw;
         let mut last = after;
         for ev in &initial {
-            if wants(&ev.object) && send(event_line(&target, table, ev)).await.is_err() {
+            if wants(&ev.object)
+                && send(event_line(&target, table, ev, view.as_ref()))
+                    .await
+                    .is_err()
+            {
                 return;
             }
         }
@@ -1532,7 +1627,10 @@ async fn watch(
                 continue;
             }
             sent_rv = ev.revision;
-            if send(event_line(&target, table, &ev)).await.is_err() {
+            if send(event_line(&target, table, &ev, view.as_ref()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -19,6 +19,7 @@ pub mod admission;
 pub mod auth;
 mod bootstrap;
 pub mod cache;
+pub mod convert;
 pub mod crd;
 pub mod defaults;
 pub mod handlers;

@@ -406,6 +406,18 @@ pub static RESOURCES: &[Resource] = &[
     )
     .cats(ALL)
     .subs(STATUS),
+    res(
+        "autoscaling",
+        "v1",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        "HorizontalPodAutoscaler",
+        true,
+        &["hpa"],
+        "horizontalpodautoscalers",
+    )
+    .cats(ALL)
+    .subs(STATUS),
     // batch/v1
     res(
         "batch",
@@ -443,6 +455,17 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &[],
         "endpointslices",
+    ),
+    // events.k8s.io/v1 (stored as core v1 Events)
+    res(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        "events",
     ),
     // networking.k8s.io/v1
     res(
@@ -942,12 +965,18 @@ mod tests {
         assert_eq!(agg["items"][0]["metadata"]["name"], "apps");
         assert!(resource_list("apps", "v1").is_some());
         assert!(resource_list("apps", "v2").is_none());
-        // Every kind is unique within its group.
+        // Every kind is unique within its group version; the preferred version comes first.
+        assert_eq!(
+            by_kind("autoscaling", "HorizontalPodAutoscaler")
+                .unwrap()
+                .version,
+            "v2"
+        );
         for r in RESOURCES {
             assert_eq!(
                 RESOURCES
                     .iter()
-                    .filter(|o| o.group == r.group && o.kind == r.kind)
+                    .filter(|o| o.group == r.group && o.version == r.version && o.kind == r.kind)
                     .count(),
                 1,
                 "{}",

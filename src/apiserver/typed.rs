@@ -94,6 +94,7 @@ pub fn decode(r: &Resource, obj: &Value) -> Option<Result<Decoded, String>> {
         "authorization.k8s.io" "SelfSubjectRulesReview" => authz::SelfSubjectRulesReview,
         "authorization.k8s.io" "SubjectAccessReview" => authz::SubjectAccessReview,
         "autoscaling" "HorizontalPodAutoscaler" => autoscaling::HorizontalPodAutoscaler,
+        "events.k8s.io" "Event" => k8s_openapi::api::events::v1::Event,
         "batch" "CronJob" => batch::CronJob,
         "batch" "Job" => batch::Job,
         "coordination.k8s.io" "Lease" => coordination::Lease,
