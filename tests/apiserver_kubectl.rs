@@ -7,8 +7,8 @@
 //! independent and run in parallel; each scenario runs once per kubectl version (modules
 //! `kubectl_1_27`, `kubectl_1_30`, `kubectl_1_33`). A missing kubectl fails the test.
 //!
-//! The API server has no OpenAPI yet, so `kubectl create/replace` get `--validate=false`, and no
-//! Table output, so kubectl prints its own `NAME  AGE` columns.
+//! kubectl runs with its default (strict) validation, which reads the server's OpenAPI documents
+//! and leaves the unknown-field checks to the server (`fieldValidation=Strict`).
 
 mod apiserver_util;
 mod common;
@@ -85,10 +85,10 @@ fn configmap(ns: &str, name: &str, labels: Value, data: Value) -> Value {
     })
 }
 
-/// `kubectl create -f <manifest> --validate=false`, which must succeed.
+/// `kubectl create -f <manifest>`, which must succeed.
 fn create(c: &Cluster, k: &apiserver_util::Kubectl, file: &str, object: &Value) -> String {
     let path = c.manifest(file, object);
-    k.ok(&["create", "-f", &path, "--validate=false"])
+    k.ok(&["create", "-f", &path])
 }
 
 fn assert_contains(what: &str, text: &str, needles: &[&str]) {
@@ -236,7 +236,7 @@ fn namespaces(v: &str, store: Store) {
 
     // Creating it again: 409 AlreadyExists.
     let path = c.manifest("ns.json", &namespace("lab"));
-    let err = k.fails(&["create", "-f", &path, "--validate=false"]);
+    let err = k.fails(&["create", "-f", &path]);
     assert_contains(
         "create ns again",
         &err,
@@ -245,7 +245,7 @@ fn namespaces(v: &str, store: Store) {
 
     // A name that is not a DNS label: 422 Invalid.
     let path = c.manifest("bad-ns.json", &namespace("Bad_Name"));
-    let err = k.fails(&["create", "-f", &path, "--validate=false"]);
+    let err = k.fails(&["create", "-f", &path]);
     assert_contains(
         "create ns Bad_Name",
         &err,
@@ -480,7 +480,7 @@ fn configmaps(v: &str, store: Store) {
         "a.json",
         &configmap("lab", "a", json!({"app": "x"}), json!({"k": "v2"})),
     );
-    let out = k.ok(&["replace", "-f", &path, "--validate=false"]);
+    let out = k.ok(&["replace", "-f", &path]);
     assert_contains("replace cm a", &out, &["configmap/a replaced"]);
     assert_eq!(data_k("a"), "v2");
 
@@ -488,11 +488,11 @@ fn configmaps(v: &str, store: Store) {
     let mut live = k.json(&["get", "cm", "a", "-n", "lab", "-o", "json"]);
     live["data"]["k"] = json!("v3");
     let path = c.manifest("a-live.json", &live);
-    k.ok(&["replace", "-f", &path, "--validate=false"]);
+    k.ok(&["replace", "-f", &path]);
     assert_eq!(data_k("a"), "v3");
     live["data"]["k"] = json!("v4");
     let path = c.manifest("a-stale.json", &live);
-    let err = k.fails(&["replace", "-f", &path, "--validate=false"]);
+    let err = k.fails(&["replace", "-f", &path]);
     assert_contains(
         "replace with a stale resourceVersion",
         &err,
@@ -675,7 +675,7 @@ fn authentication_and_authorization(v: &str, store: Store) {
     assert_eq!(status["reason"], "Forbidden", "{status:#}");
     assert_eq!(status["code"], 403, "{status:#}");
     let path = c.manifest("ns2.json", &namespace("janes"));
-    let err = jane.fails(&["create", "-f", &path, "--validate=false"]);
+    let err = jane.fails(&["create", "-f", &path]);
     assert_contains(
         "create ns as jane",
         &err,
@@ -813,5 +813,5 @@ fn generators_secrets_and_service_accounts_with_kubectl_1_27() {
 
 fn create_fails(c: &Cluster, k: &apiserver_util::Kubectl, file: &str, object: &Value) -> String {
     let path = c.manifest(file, object);
-    k.fails(&["create", "-f", &path, "--validate=false"])
+    k.fails(&["create", "-f", &path])
 }

@@ -67,12 +67,12 @@ for_kubectl_versions!(
 
 fn create(c: &Cluster, k: &Kubectl, file: &str, obj: &Value) -> String {
     let path = c.manifest(file, obj);
-    k.ok(&["create", "-f", &path, "--validate=false"])
+    k.ok(&["create", "-f", &path])
 }
 
 fn create_fails(c: &Cluster, k: &Kubectl, file: &str, obj: &Value) -> String {
     let path = c.manifest(file, obj);
-    k.fails(&["create", "-f", &path, "--validate=false"])
+    k.fails(&["create", "-f", &path])
 }
 
 fn setup(v: &str, store: Store) -> (Cluster, Kubectl) {
@@ -832,6 +832,12 @@ fn custom_resources(v: &str, store: Store) {
     let mut extra = widget("w2", "blue", 1);
     extra["spec"]["shape"] = json!("round");
     let path = c.manifest("w2.json", &extra);
+    // kubectl's default validation is Strict: refused, naming the field.
+    let err = k.fails(&["create", "-f", &path]);
+    assert!(
+        err.contains("strict decoding error: unknown field \"spec.shape\""),
+        "{err}"
+    );
     k.ok(&["create", "-f", &path, "--validate=false"]);
     let w2 = k.json(&["get", "widget", "w2", "-n", "lab", "-o", "json"]);
     assert!(w2["spec"].get("shape").is_none(), "{w2:#}");
