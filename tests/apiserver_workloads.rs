@@ -819,6 +819,12 @@ fn custom_resources(v: &str, store: Store) {
     assert_eq!(rows[0], ["NAME", "COLOUR", "SIZE", "AGE"], "{table}");
     assert_eq!(rows[1][..3], ["w1", "red", "2"], "{table}");
     k.ok(&["get", "wd", "w1", "-n", "lab"]);
+    // explain reads the CRD's schema from /openapi/v3.
+    let explained = k.ok(&["explain", "widgets.spec"]);
+    assert!(
+        explained.contains("colour") && explained.contains("size"),
+        "{explained}"
+    );
     // Schema checks with the real words.
     let path = c.manifest("bad.json", &widget("bad", "green", -1));
     let err = k.fails(&["apply", "-f", &path]);

@@ -582,6 +582,85 @@ fn leak_display(v: &Value) -> &'static str {
     }
 }
 
+/// The OpenAPI v3 document of one custom group/version (`/openapi/v3/apis/<group>/<version>`),
+/// built from the CRDs' schemas, so that `kubectl explain` and kubectl's validation find the
+/// custom kinds. None when no custom resource is served there.
+pub fn openapi_v3(group: &str, version: &str) -> Option<Value> {
+    let served: Vec<&'static Resource> = super::resources::all()
+        .into_iter()
+        .filter(|r| r.custom.is_some() && r.group == group && r.version == version)
+        .collect();
+    if served.is_empty() {
+        return None;
+    }
+    let reversed: Vec<&str> = group.split('.').rev().collect();
+    let mut schemas = serde_json::Map::new();
+    let mut paths = serde_json::Map::new();
+    for r in served {
+        let Some(custom) = r.custom else { continue };
+        let name = format!("{}.{version}.{}", reversed.join("."), r.kind);
+        let mut schema = if custom.schema.is_object() {
+            custom.schema.clone()
+        } else {
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+        };
+        if !schema["properties"].is_object() {
+            schema["properties"] = json!({});
+        }
+        schema["properties"]["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"});
+        schema["properties"]["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"});
+        schema["properties"]["metadata"] = json!({"type": "object", "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"});
+        let gvk = json!([{"group": group, "version": version, "kind": r.kind}]);
+        schema["x-kubernetes-group-version-kind"] = gvk.clone();
+        schemas.insert(name.clone(), schema);
+        let item = if r.namespaced {
+            format!(
+                "/apis/{group}/{version}/namespaces/{{namespace}}/{}/{{name}}",
+                r.name
+            )
+        } else {
+            format!("/apis/{group}/{version}/{}/{{name}}", r.name)
+        };
+        let body = json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}});
+        let param = |n: &str| json!({"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+        let op = |action: &str| {
+            json!({
+                "operationId": format!("{action}{}", r.kind),
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk[0],
+                "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation")],
+                "requestBody": body,
+                "responses": {"200": body},
+            })
+        };
+        paths.insert(
+            item,
+            json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
+        );
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}
+
+/// The custom group/versions served (`apis/<group>/<version>` keys of `/openapi/v3`).
+pub fn openapi_v3_paths() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for r in super::resources::all()
+        .into_iter()
+        .filter(|r| r.custom.is_some())
+    {
+        let gv = (r.group.to_string(), r.version.to_string());
+        if !out.contains(&gv) {
+            out.push(gv);
+        }
+    }
+    out
+}
+
 /// A value at a simple JSONPath (`.spec.replicas`, `.status.conditions[0].type`,
 /// `.spec.items[*].name`), as printer columns and the scale subresource use them.
 pub fn json_path(obj: &Value, path: &str) -> Value {

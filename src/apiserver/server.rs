@@ -442,11 +442,7 @@ async fn handle(ctx: &Ctx, user: Option<&User>, req: Request<Incoming>) -> Respo
     };
     match segments.as_slice() {
         ["openapi", "v2"] => openapi_v2(ctx, &req),
-        ["openapi", "v3"] => full(
-            StatusCode::OK,
-            "application/json",
-            ctx.openapi.v3_discovery().to_vec(),
-        ),
+        ["openapi", "v3"] => openapi_v3_discovery(ctx),
         ["openapi", "v3", rest @ ..] => openapi_v3(ctx, &rest.join("/"), &req),
         ["api"] => match aggregated {
             Some(v) => discovery(resources::aggregated(true, v), v),
@@ -528,10 +524,49 @@ fn openapi_v2(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
 
 /// `GET /openapi/v3/<api/v1|apis/G/V>[?hash=]`: one group-version's document, immutable when
 /// asked for by its current hash, a redirect for an old one.
+/// `GET /openapi/v3`: the built-in group-versions, and those of the custom resources.
+fn openapi_v3_discovery(ctx: &Ctx) -> Response<Body> {
+    let mut doc: Value =
+        serde_json::from_slice(ctx.openapi.v3_discovery()).unwrap_or_else(|_| json!({"paths": {}}));
+    for (group, version) in super::crd::openapi_v3_paths() {
+        if let Some(custom) = super::crd::openapi_v3(&group, &version) {
+            let key = format!("apis/{group}/{version}");
+            let hash = custom_hash(&custom);
+            doc["paths"][&key] =
+                json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={hash}")});
+        }
+    }
+    json_response(StatusCode::OK, &doc)
+}
+
+fn custom_hash(doc: &Value) -> String {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(doc).unwrap_or_default();
+    sha2::Sha512::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
 fn openapi_v3(ctx: &Ctx, path: &str, req: &Request<Incoming>) -> Response<Body> {
-    let Some((body, hash)) = ctx.openapi.v3_group_version(path) else {
-        return error_response(&not_found());
+    let custom;
+    let (body, hash): (&[u8], String) = match ctx.openapi.v3_group_version(path) {
+        Some((b, h)) => (b, h.to_string()),
+        None => {
+            let parts: Vec<&str> = path.split('/').collect();
+            let doc = match parts.as_slice() {
+                ["apis", g, v] => super::crd::openapi_v3(g, v),
+                _ => None,
+            };
+            let Some(doc) = doc else {
+                return error_response(&not_found());
+            };
+            let hash = custom_hash(&doc);
+            custom = serde_json::to_vec(&doc).unwrap_or_default();
+            (custom.as_slice(), hash)
+        }
     };
+    let hash = hash.as_str();
     let asked = query(req).get("hash").cloned();
     let mut resp = match asked.as_deref() {
         Some(h) if h != hash => {
@@ -540,9 +575,8 @@ fn openapi_v3(ctx: &Ctx, path: &str, req: &Request<Incoming>) -> Response<Body> 
                 "application/json",
                 Vec::new(),
             );
-            if let Some(url) = ctx.openapi.v3_server_relative_url(path)
-                && let Ok(v) = http::HeaderValue::from_str(&url)
-            {
+            let url = format!("/openapi/v3/{}?hash={hash}", path.trim_start_matches('/'));
+            if let Ok(v) = http::HeaderValue::from_str(&url) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
             return r;
