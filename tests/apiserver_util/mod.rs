@@ -442,6 +442,30 @@ impl Cluster {
         }
     }
 
+    /// Kills the API server (SIGKILL) if it runs and starts it again on the same port, on the same
+    /// store, with the same PKI and kubeconfigs; returns when `/readyz` answers `ok` again.
+    /// Panics (with the log's tail) if it does not come back.
+    pub fn restart_apiserver(&mut self) {
+        self.kill();
+        self.spawn();
+        if let Err(why) = self.wait_ready() {
+            self.kill();
+            panic!(
+                "minik apiserver did not become ready again on {}: {why}\n--- last lines of {}:\n{}",
+                self.server_url(),
+                self.log_path.display(),
+                common::tail(&self.log(), 40)
+            );
+        }
+    }
+
+    /// Whether the API server process is running (not killed, not exited).
+    pub fn apiserver_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The API server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
@@ -589,6 +613,22 @@ impl Cluster {
         path: &str,
         body: Option<&str>,
     ) -> Result<HttpResponse, String> {
+        let body = body.unwrap_or("");
+        let content_type = (!body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH"))
+            .then_some("application/json");
+        self.https_raw(id, method, path, content_type, body.as_bytes())
+    }
+
+    /// Like [`Cluster::https`], with any `Content-Type` (none if `None`) and a body of any bytes
+    /// (sent with `Content-Length` whenever a content type is given or the body is not empty).
+    pub fn https_raw(
+        &self,
+        id: Identity,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<HttpResponse, String> {
         use std::io::Write;
 
         let config = self.tls_client_config(id)?;
@@ -607,29 +647,70 @@ impl Cluster {
         if let Some(token) = id.token() {
             req.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
-        let body = body.unwrap_or("");
-        if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
+        if let Some(ct) = content_type {
+            req.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        if content_type.is_some() || !body.is_empty() {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        // A large body is announced first (`Expect: 100-continue`), as curl does: a server that
+        // refuses it (413) answers without reading it, and the answer is not lost to the reset
+        // that closing a connection with unread bytes causes.
+        let expect_continue = body.len() > 1024 * 1024;
+        if expect_continue {
+            req.push_str("Expect: 100-continue\r\n");
         }
         req.push_str("\r\n");
-        req.push_str(body);
-        tls.write_all(req.as_bytes())
-            .and_then(|()| tls.flush())
-            .map_err(|e| format!("sending the request: {e}"))?;
-
+        let mut bytes = req.into_bytes();
         let mut raw = Vec::new();
         let mut buf = [0u8; 16384];
+        if expect_continue {
+            tls.write_all(&bytes)
+                .and_then(|()| tls.flush())
+                .map_err(|e| format!("sending the request head: {e}"))?;
+            bytes.clear();
+            // Read up to the end of the first answer's head.
+            while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(format!("reading the answer to the head: {e}")),
+                }
+            }
+            if raw.starts_with(b"HTTP/1.1 100") {
+                let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                raw.drain(..end);
+                bytes.extend_from_slice(body);
+            }
+        } else {
+            bytes.extend_from_slice(body);
+        }
+        // A server may answer (413) and close before it has read a body: a failed write is only
+        // an error if no answer can be read.
+        let sent = if bytes.is_empty() {
+            Ok(())
+        } else {
+            tls.write_all(&bytes)
+                .and_then(|()| tls.flush())
+                .map_err(|e| format!("sending the request: {e}"))
+        };
+
         loop {
             match tls.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => raw.extend_from_slice(&buf[..n]),
                 // A peer that closes without close_notify: keep what came.
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
-                Err(e) => return Err(format!("reading the response: {e}")),
+                // A reset after a complete answer (the server closed with unread body bytes).
+                Err(_) if !raw.is_empty() && parse_http_response(&raw).is_ok() => break,
+                Err(e) => {
+                    sent?;
+                    return Err(format!("reading the response: {e}"));
+                }
             }
+        }
+        if raw.is_empty() {
+            sent?;
         }
         parse_http_response(&raw)
     }
