@@ -50,7 +50,7 @@ const UNKNOWN_FORMAT: &str = "the body of the request was in an unknown format -
 /// `Deployment.apps "d" is invalid: ` (`errors.NewInvalid` prints the GroupKind), minik's
 /// `Deployment "d" is invalid: `. While this is `true` the bare kind is accepted too; set it to
 /// `false` once the server names the group.
-const GROUPED_KIND_GAP: bool = true;
+const GROUPED_KIND_GAP: bool = false;
 
 /// One bad request and the real apiserver's answer to it.
 struct Case {

@@ -36,14 +36,14 @@ const CATCH_UP: Duration = Duration::from_secs(30);
 /// already allocated` (not the 409 the bootstrap tolerates), and the process exits 1. While this
 /// is `true` the test deletes that service from etcd before the restart; set it to `false` once
 /// the server restarts on its own store.
-const RESTART_BOOTSTRAP_GAP: bool = true;
+const RESTART_BOOTSTRAP_GAP: bool = false;
 /// KNOWN GAP: a watch from a resourceVersion older than the watch cache's window (every one from
 /// before a restart) is refused with an HTTP 410; the real apiserver answers 200 and one ERROR
 /// event carrying the 410 Status ("must fail with a watch event of type ERROR, rather than a
 /// directly returned error"), which is what kube's watcher relists on — on the HTTP 410 it
 /// retries the same resourceVersion forever. While this is `true` the test replaces a watcher
 /// stuck that way by a new one; set it to `false` once the server answers like the real one.
-const WATCH_410_GAP: bool = true;
+const WATCH_410_GAP: bool = false;
 
 /// What the watcher delivered, in order.
 #[derive(Clone, Debug, PartialEq)]

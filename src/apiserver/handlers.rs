@@ -558,6 +558,10 @@ pub(super) async fn create_object(
     let key = r.key(ns.as_deref(), &name);
     let _guard = if r.group.is_empty() && r.name == "services" {
         let guard = ctx.alloc_lock.lock().await;
+        // An existing service is AlreadyExists, not a clash with its own address.
+        if !opts.dry_run && ctx.storage.get(&key).await.is_ok() {
+            return Err(ApiError::already_exists(r.group, r.name, &name));
+        }
         let others = stored_objects(ctx, t, "").await?;
         ctx.allocator
             .allocate(&mut obj, None, &others)
@@ -1543,11 +1547,25 @@ async fn watch(
         Some(_) if initial_events => WatchFrom::Now,
         Some(n) => WatchFrom::Revision(n),
     };
-    let cw = ctx
+    let cw = match ctx
         .cache
         .watch(&t.resource.key(None, ""), &prefix, from)
         .await
-        .map_err(|e| storage_error(t, "", e))?;
+    {
+        Ok(cw) => cw,
+        // Too old: as the real watch cache, a 200 whose only event is the 410 ERROR, so that
+        // clients (informers, kube-rs) relist.
+        Err(e @ StorageError::Expired { .. }) => {
+            let line = watch_line("ERROR", &storage_error(t, "", e).to_status());
+            let body = Full::new(line).boxed();
+            return Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())));
+        }
+        Err(e) => return Err(storage_error(t, "", e)),
+    };
     let wants = move |v: &Value| fields.matches(v) && labels.matches(&labels_of(v));
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
     let target = Target {

@@ -201,10 +201,16 @@ impl ApiError {
             .iter()
             .map(|e| format!("{}: {}", e.field, e.body()))
             .collect();
-        let message = if list.len() == 1 {
-            format!("{kind} \"{name}\" is invalid: {}", list[0])
+        // The kind is qualified with its group (`Deployment.apps "d" is invalid`).
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
         } else {
-            format!("{kind} \"{name}\" is invalid: [{}]", list.join(", "))
+            format!("{kind}.{group}")
+        };
+        let message = if list.len() == 1 {
+            format!("{qualified_kind} \"{name}\" is invalid: {}", list[0])
+        } else {
+            format!("{qualified_kind} \"{name}\" is invalid: [{}]", list.join(", "))
         };
         let mut err = ApiError::new(422, "Invalid", message).with_details(group, kind, name);
         if let Some(d) = err.details.as_mut() {
