@@ -357,22 +357,19 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             .expect(400, "BadRequest", &[
                 "Pod in version \"v1\" cannot be handled as a ConfigMap",
                 "converting (v1.Pod) to (core.ConfigMap): unknown conversion",
-            ])
-            .gap("answers `the API version in the data (v1) does not match the expected API version (v1) or kind (Pod) is not ConfigMap`"),
+            ]),
         Case::create("a ConfigMap with apiVersion apps/v1", CM,
             json!({"apiVersion": "apps/v1", "kind": "ConfigMap", "metadata": {"name": "wrongav"}}))
             .expect(400, "BadRequest", &[
                 "ConfigMap in version \"v1\" cannot be handled as a ConfigMap",
                 "no kind \"ConfigMap\" is registered for version \"apps/v1\"",
-            ])
-            .gap("answers `the API version in the data (apps/v1) does not match the expected API version (v1) or kind (ConfigMap) is not ConfigMap`"),
+            ]),
         Case::create("a Deployment with apiVersion extensions/v1beta1", DEPLOYS,
             deployment("oldav", |d| d["apiVersion"] = json!("extensions/v1beta1")))
             .expect(400, "BadRequest", &[
                 "Deployment in version \"v1beta1\" cannot be handled as a Deployment",
                 "no kind \"Deployment\" is registered for version \"extensions/v1beta1\"",
-            ])
-            .gap("answers `the API version in the data (extensions/v1beta1) does not match the expected API version (apps/v1) or kind (Deployment) is not Deployment`"),
+            ]),
         // ---- names ----------------------------------------------------------------------------
         Case::create("a ConfigMap without a name", CM,
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}))
@@ -425,8 +422,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dup"},
                 "data": {"k": "x"}, "binaryData": {"k": "eA=="}}))
             .invalid("ConfigMap \"dup\"", &["data[k]"],
-                &["data[k]: Invalid value: \"k\": duplicate of key present in binaryData"])
-            .gap("accepted and stored (no check that a key is in both data and binaryData)"),
+                &["data[k]: Invalid value: \"k\": duplicate of key present in binaryData"]),
         // ---- wrong JSON types and numbers -------------------------------------------------------
         Case::create("a number as a ConfigMap value", CM,
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "num"}, "data": {"a": 1}}))
@@ -440,8 +436,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             .expect(400, "BadRequest", &[
                 "ConfigMap in version \"v1\" cannot be handled as a ConfigMap:",
                 "json: cannot unmarshal string into Go struct field ConfigMap.metadata of type v1.ObjectMeta",
-            ])
-            .gap("answers 422 `ConfigMap \"\" is invalid: metadata.name: Required value` (metadata is not type-checked)"),
+            ]),
         Case::create("replicas 10000000000 (over int32)", DEPLOYS,
             deployment("overflow", |d| d["spec"]["replicas"] = json!(10_000_000_000i64)))
             .expect(400, "BadRequest", &[
@@ -496,8 +491,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         Case::create("containerPort 0", PODS,
             pod("port0", json!([{"name": "c", "image": "nginx", "ports": [{"containerPort": 0}]}])))
             .invalid("Pod \"port0\"", &["spec.containers[0].ports[0].containerPort"],
-                &["spec.containers[0].ports[0].containerPort: Required value"])
-            .gap("answers `containerPort: Invalid value: 0: must be between 1 and 65535, inclusive` (the real one: Required value for 0)"),
+                &["spec.containers[0].ports[0].containerPort: Required value"]),
         Case::create("a container without an image", PODS,
             pod("noimage", json!([{"name": "c"}])))
             .invalid("Pod \"noimage\"", &["spec.containers[0].image"],
@@ -517,8 +511,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             pod("res", json!([{"name": "c", "image": "nginx",
                 "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}])))
             .invalid("Pod \"res\"", &["spec.containers[0].resources.requests"],
-                &["spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"])
-            .gap("accepted and stored (requests are not checked against limits)"),
+                &["spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"]),
         Case::create("a mount of an unknown volume", PODS,
             pod("vm", json!([{"name": "c", "image": "nginx",
                 "volumeMounts": [{"name": "missing", "mountPath": "/x"}]}])))
@@ -541,8 +534,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
                 &["spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"y\"}: `selector` does not match template `labels`"]),
         Case::create("no selector", DEPLOYS,
             deployment("nosel", |d| { d["spec"].as_object_mut().unwrap().remove("selector"); }))
-            .invalid("Deployment.apps \"nosel\"", &["spec.selector"], &["spec.selector: Required value"])
-            .gap("answers `spec.selector: Invalid value: v1.LabelSelector{…}: empty selector is invalid for deployment` for a missing selector (the real one: Required value; the empty-selector text is for `selector: {}`)"),
+            .invalid("Deployment.apps \"nosel\"", &["spec.selector"], &["spec.selector: Required value"]),
         Case::create("a Deployment template with restartPolicy Never", DEPLOYS,
             deployment("never", |d| d["spec"]["template"]["spec"]["restartPolicy"] = json!("Never")))
             .invalid("Deployment.apps \"never\"", &["spec.template.spec.restartPolicy"],
@@ -620,8 +612,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
                 &["spec.size: Invalid value: \"string\": spec.size in body must be of type integer: \"string\""]),
         Case::create("a Widget size under its minimum", WIDGETS, widget("wm", json!({"size": 0})))
             .invalid("Widget.example.com \"wm\"", &["spec.size"],
-                &["spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1\""])
-            .gap("prints the minimum as `1.0` (the real one: `1`)"),
+                &["spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"]),
         Case::create("a Widget colour outside its enum", WIDGETS, widget("we", json!({"colour": "green"})))
             .invalid("Widget.example.com \"we\"", &["spec.colour"],
                 &["spec.colour: Unsupported value: \"green\": supported values: \"red\", \"blue\""]),
@@ -649,8 +640,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "frozen"},
             "immutable": true, "data": {"a": "2"}}))
         .invalid("ConfigMap \"frozen\"", &["data"],
-            &["data: Forbidden: field is immutable when `immutable` is set"])
-            .gap("the update is accepted and stored: `immutable: true` is not enforced"),
+            &["data: Forbidden: field is immutable when `immutable` is set"]),
         Case::update("a Secret type change", &format!("{SECRETS}/s1"), json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"},
             "type": "example.com/custom", "data": {"k": "dmFsdWU="}}))
@@ -674,22 +664,19 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             .expect(400, "BadRequest", &[
                 "the object provided is unrecognized (must be of type ConfigMap): ",
                 "couldn't get version/kind; json parse error: unexpected end of JSON input",
-            ])
-            .gap("answers `error decoding the request body as JSON: EOF while parsing an object at line 1 column 62`"),
+            ]),
         Case::create("broken YAML", CM, Value::Null)
             .body(YAML, b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [broken\n".to_vec())
             .object(&format!("{CM}/broken"))
             .expect(400, "BadRequest", &[
                 "the object provided is unrecognized (must be of type ConfigMap): ",
                 "error converting YAML to JSON: yaml: line ",
-            ])
-            .gap("answers `error decoding the request body as YAML: …` (serde_yaml's words)"),
+            ]),
         Case::create("broken protobuf (magic + garbage)", CM, Value::Null)
             .body(PROTOBUF, garbage_pb)
             .expect(400, "BadRequest", &[
                 "the object provided is unrecognized (must be of type ConfigMap): ",
-            ])
-            .gap("answers the bare protobuf error (`unexpected EOF`) without `the object provided is unrecognized (must be of type ConfigMap): … (6b387300…)`"),
+            ]),
         Case::create("protobuf without the magic", CM, Value::Null)
             .body(PROTOBUF, b"garbage".to_vec())
             .expect(400, "BadRequest", &[
@@ -703,15 +690,13 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             .query("dryRun=Bogus")
             .expect(422, "Invalid", &[
                 "CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: []string{\"Bogus\"}: supported values: \"All\"",
-            ])
-            .gap("answers 400 BadRequest `Invalid value: \"Bogus\": supported values: \"All\"`"),
+            ]),
         Case::new("a labelSelector that does not parse", "GET", CM)
             .query("labelSelector=app%20in%20(")
             .expect(400, "BadRequest", &["unable to parse requirement"]),
         Case::new("an unknown fieldSelector field", "GET", CM)
             .query("fieldSelector=spec.bogus%3Dx")
-            .expect(400, "BadRequest", &["\"spec.bogus\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""])
-            .gap("answers `field label not supported: spec.bogus` (the pods' text) for a kind without own field labels"),
+            .expect(400, "BadRequest", &["\"spec.bogus\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""]),
         Case::new("an unknown pod fieldSelector field", "GET", PODS)
             .query("fieldSelector=spec.bogus%3Dx")
             .expect(400, "BadRequest", &["field label not supported: spec.bogus"]),
@@ -721,29 +706,24 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             .gap("answers 400 BadRequest `invalid resource version \"abc\": must be a non-negative number`"),
         // ---- patches ------------------------------------------------------------------------
         Case::patch("a JSON patch that is not a list", &cm1, JSON_PATCH, r#"{"op":"add"}"#)
-            .expect(400, "BadRequest", &["json: cannot unmarshal object into Go value of type jsonpatch.Patch"])
-            .gap("answers `error decoding the JSON patch: …` (serde's words)"),
+            .expect(400, "BadRequest", &["json: cannot unmarshal object into Go value of type jsonpatch.Patch"]),
         Case::patch("a JSON patch replacing a missing key", &cm1, JSON_PATCH,
             r#"[{"op":"replace","path":"/data/missing","value":"x"}]"#)
-            .expect(422, "Invalid", &["the server rejected our request due to an error in our request"])
-            .gap("answers `the JSON patch could not be applied: …` instead of the real generic 422 text"),
+            .expect(422, "Invalid", &["the server rejected our request due to an error in our request"]),
         Case::patch("a JSON patch test that fails", &cm1, JSON_PATCH,
             r#"[{"op":"test","path":"/data/a","value":"nope"},{"op":"replace","path":"/data/a","value":"z"}]"#)
-            .expect(422, "Invalid", &["the server rejected our request due to an error in our request"])
-            .gap("answers `the JSON patch could not be applied: …` instead of the real generic 422 text"),
+            .expect(422, "Invalid", &["the server rejected our request due to an error in our request"]),
         Case::patch("a merge patch that is not JSON", &cm1, MERGE_PATCH, "{not json")
             .expect(400, "BadRequest", &[]),
         Case::patch("a strategic merge patch that is a list", &cm1, SMP, r#"[{"data":{"a":"2"}}]"#)
             .expect(400, "BadRequest", &["invalid JSON document"]),
         Case::patch("a strategic merge patch with an unknown $patch directive", &format!("{DEPLOYS}/d1"), SMP,
             r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","$patch":"frobnicate"}]}}}}"#)
-            .expect(500, "", &["unknown patch type: frobnicate in map: map[$patch:frobnicate name:c]"])
-            .gap("reason InternalError; the real one answers this unconverted error with no reason (StatusReasonUnknown)"),
+            .expect(500, "", &["unknown patch type: frobnicate in map: map[$patch:frobnicate name:c]"]),
         Case::patch("an unknown patch type", &cm1, "application/bogus-patch", "{}")
             .expect(415, "UnsupportedMediaType", &[
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml",
-            ])
-            .gap("lists the object media types, not the four patch types"),
+            ]),
         Case::patch("a merge patch making a ConfigMap value a number", &cm1, MERGE_PATCH, r#"{"data":{"a":5}}"#)
             .expect(422, "Invalid", &[" \"\" is invalid: patch: Invalid value: ", "json: cannot unmarshal number into Go struct field ConfigMap.data of type string"])
             .gap("answers 400 `ConfigMap in version \"v1\" cannot be handled as a ConfigMap: data.a: invalid type: …`; the real patch handler answers 422 with a `patch` field error"),

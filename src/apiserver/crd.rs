@@ -532,7 +532,11 @@ fn check(
         }
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or(0.0);
-            let show = |b: &Value| b.to_string();
+            // Bounds print as Go prints them: 1, not 1.0.
+            let show = |b: &Value| match b.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+                _ => b.to_string(),
+            };
             if let Some(min) = schema["minimum"].as_f64() {
                 let exclusive = schema["exclusiveMinimum"] == true;
                 if x < min || (exclusive && x == min) {

@@ -144,12 +144,48 @@ pub(super) fn admit(
     }
     let kind = obj["kind"].as_str().unwrap_or("").to_string();
     let api_version = obj["apiVersion"].as_str().unwrap_or("").to_string();
-    if (!kind.is_empty() && kind != r.kind)
-        || (!api_version.is_empty() && api_version != r.api_version())
+    // As the real decoder words it: an apiVersion the type is not served in, or another kind.
+    let body_version = api_version.rsplit('/').next().unwrap_or("").to_string();
+    if !api_version.is_empty() && api_version != r.api_version() {
+        let kind_shown = if kind.is_empty() {
+            r.kind
+        } else {
+            kind.as_str()
+        };
+        return Err(ApiError::bad_request(format!(
+            "{kind_shown} in version \"{body_version}\" cannot be handled as a {}: no kind \"{kind_shown}\" is registered for version \"{api_version}\" in scheme \"pkg/api/legacyscheme/scheme.go:30\"",
+            r.kind
+        )));
+    }
+    if !kind.is_empty() && kind != r.kind {
+        let internal = if r.group.is_empty() {
+            "core"
+        } else {
+            r.group.split('.').next().unwrap_or(r.group)
+        };
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{body_version}\" cannot be handled as a {}: converting ({body_version}.{kind}) to ({internal}.{}): unknown conversion",
+            r.kind, r.kind
+        )));
+    }
+    // metadata must be an object (Go's decoder refuses anything else).
+    let go_type = |v: &Value| match v {
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "bool",
+        Value::Array(_) => "array",
+        _ => "object",
+    };
+    if let Some(m) = obj
+        .get("metadata")
+        .filter(|m| !m.is_null() && !m.is_object())
     {
         return Err(ApiError::bad_request(format!(
-            "the API version in the data ({api_version}) does not match the expected API version ({}) or kind ({kind}) is not {}",
-            r.api_version(),
+            "{} in version \"{}\" cannot be handled as a {}: json: cannot unmarshal {} into Go struct field {}.metadata of type v1.ObjectMeta",
+            r.kind,
+            r.version,
+            r.kind,
+            go_type(m),
             r.kind
         )));
     }
@@ -160,9 +196,11 @@ pub(super) fn admit(
     }
     let meta = &mut obj["metadata"];
     let mut name = meta["name"].as_str().unwrap_or("").to_string();
+    let mut generated_from: Option<String> = None;
     if name.is_empty()
         && let Some(prefix) = meta["generateName"].as_str()
     {
+        generated_from = Some(prefix.to_string());
         let suffix: String = format!("{:x}", crate::etcd::lease::random_id())
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
@@ -258,7 +296,12 @@ pub(super) fn admit(
     }
     defaults::apply(r, obj);
     let mut errors: Vec<FieldError> = Vec::new();
-    if let Some(e) = validation::name_error(r, &name) {
+    if let Some(mut e) = validation::name_error(r, &name) {
+        // A generated name is wrong because of its prefix: say so.
+        if let Some(prefix) = &generated_from {
+            e.field = "metadata.generateName".into();
+            e.value = format!("{prefix:?}");
+        }
         errors.push(e);
     }
     validation::validate(r, obj, old, &mut errors);
@@ -304,9 +347,15 @@ pub(super) async fn resource_request(
         None | Some("") => false,
         Some("All") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid value: \"{other}\": supported values: \"All\""
-            )));
+            let options = match *req.method() {
+                Method::POST => "CreateOptions",
+                Method::PUT => "UpdateOptions",
+                Method::PATCH => "PatchOptions",
+                _ => "DeleteOptions",
+            };
+            let mut e = FieldError::not_supported("dryRun", &Value::Null, &["All"]);
+            e.value = format!("[]string{{{other:?}}}");
+            return Err(ApiError::invalid("meta.k8s.io", options, "", &[e]));
         }
     };
     let manager = match q.get("fieldManager").filter(|m| !m.is_empty()) {
@@ -404,7 +453,7 @@ pub(super) async fn resource_request(
             Ok(json_response(StatusCode::OK, &present(obj)))
         }
         ("create", None, None) => {
-            let body = read_body(req).await?;
+            let body = read_object(req, outer).await?;
             if r.verbs == resources::Verbs::CreateOnly {
                 return subresources::review(ctx, user, &t, body).await;
             }
@@ -421,7 +470,7 @@ pub(super) async fn resource_request(
             }
         }
         ("update", Some(name), sub @ (None | Some("status"))) => {
-            let mut body = read_body(req).await?;
+            let mut body = read_object(req, outer).await?;
             let status = sub.is_some();
             let expected = body["metadata"]["resourceVersion"]
                 .as_str()
@@ -739,7 +788,8 @@ pub(super) fn apply_patch(
                         reason: match code {
                             400 => "BadRequest",
                             422 => "Invalid",
-                            _ => "InternalError",
+                            // An unconverted error: StatusReasonUnknown.
+                            _ => "",
                         },
                         message: e.to_string(),
                         details: None,
@@ -749,8 +799,8 @@ pub(super) fn apply_patch(
         PatchKind::Json(ops) => json_patch::patch(&mut obj, ops).map_err(|e| ApiError {
             code: 422,
             reason: "Invalid",
-            message: format!("the JSON patch could not be applied: {e}"),
-            details: None,
+            message: "the server rejected our request due to an error in our request".into(),
+            details: Some(json!({"causes": [{"reason": "FieldValueInvalid", "message": e.to_string(), "field": "patch"}]})),
         })?,
         PatchKind::Merge(m) | PatchKind::Apply(m) => json_patch::merge(&mut obj, m),
     }
@@ -1202,6 +1252,49 @@ pub(super) fn parse_body(mime: &str, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
+/// An object body for `r`, with the real decoder's words when it is not one.
+pub(super) async fn read_object(req: Request<Incoming>, r: &Resource) -> Result<Value, ApiError> {
+    let (mime, body) = read_raw(req).await?;
+    let unrecognized = |why: String| {
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): {why}",
+            r.kind
+        ))
+    };
+    let excerpt = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
+    match mime.as_str() {
+        "application/json" | "" | "*/*" => serde_json::from_slice(&body).map_err(|e| {
+            let why = if e.is_eof() {
+                "unexpected end of JSON input".to_string()
+            } else {
+                e.to_string()
+            };
+            unrecognized(format!(
+                "couldn't get version/kind; json parse error: {why} ({})",
+                excerpt(&body)
+            ))
+        }),
+        "application/yaml" => serde_yaml::from_slice(&body).map_err(|e| {
+            let text = e.to_string();
+            let msg = text.split(" at line ").next().unwrap_or(&text).to_string();
+            let line = e.location().map_or(0, |l| l.line());
+            unrecognized(format!(
+                "error converting YAML to JSON: yaml: line {line}: {msg}"
+            ))
+        }),
+        "application/vnd.kubernetes.protobuf" => {
+            if super::protobuf::type_meta(&body).is_ok() {
+                return parse_body(&mime, &body);
+            }
+            super::protobuf::decode(&body).map_err(|e| {
+                let hex: String = body.iter().take(32).map(|b| format!("{b:02x}")).collect();
+                unrecognized(format!("{e} ({hex})"))
+            })
+        }
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
 pub(super) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}")))
@@ -1249,9 +1342,20 @@ pub(super) enum PatchKind {
 
 pub(super) fn parse_patch(mime: &str, body: &[u8]) -> Result<PatchKind, ApiError> {
     match mime {
-        "application/json-patch+json" => serde_json::from_slice(body)
-            .map(PatchKind::Json)
-            .map_err(|e| ApiError::bad_request(format!("error decoding the JSON patch: {e}"))),
+        "application/json-patch+json" => {
+            let v: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("error decoding the JSON patch: {e}"))
+            })?;
+            if !v.is_array() {
+                return Err(ApiError::bad_request(format!(
+                    "json: cannot unmarshal {} into Go value of type jsonpatch.Patch",
+                    if v.is_object() { "object" } else { "value" }
+                )));
+            }
+            serde_json::from_value(v)
+                .map(PatchKind::Json)
+                .map_err(|e| ApiError::bad_request(format!("error decoding the JSON patch: {e}")))
+        }
         "application/merge-patch+json" => parse_json(body).map(PatchKind::Merge),
         "application/strategic-merge-patch+json" => parse_json(body).map(PatchKind::Strategic),
         "application/apply-patch+yaml" | "application/apply-patch+json" => {
@@ -1259,7 +1363,14 @@ pub(super) fn parse_patch(mime: &str, body: &[u8]) -> Result<PatchKind, ApiError
                 .map(PatchKind::Apply)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
         }
-        other => Err(ApiError::unsupported_media_type(other)),
+        other => Err(ApiError {
+            code: 415,
+            reason: "UnsupportedMediaType",
+            message: format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {other:?})"
+            ),
+            details: None,
+        }),
     }
 }
 
@@ -1321,11 +1432,20 @@ pub(super) fn selectors(
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
         None => Selector::default(),
     };
-    let fields = FieldSelector::parse(
-        q.get("fieldSelector").map_or("", String::as_str),
-        &t.resource.field_selectors(),
-    )
-    .map_err(ApiError::bad_request)?;
+    let supported = t.resource.field_selectors();
+    let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), &supported)
+        .map_err(|e| {
+            // Types without field labels of their own answer with the default conversion's
+            // words.
+            match e.strip_prefix("field label not supported: ") {
+                Some(field) if supported.iter().all(|f| f.starts_with("metadata.")) => {
+                    ApiError::bad_request(format!(
+                        "\"{field}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+                    ))
+                }
+                _ => ApiError::bad_request(e),
+            }
+        })?;
     Ok((labels, fields))
 }
 

@@ -210,7 +210,10 @@ impl ApiError {
         let message = if list.len() == 1 {
             format!("{qualified_kind} \"{name}\" is invalid: {}", list[0])
         } else {
-            format!("{qualified_kind} \"{name}\" is invalid: [{}]", list.join(", "))
+            format!(
+                "{qualified_kind} \"{name}\" is invalid: [{}]",
+                list.join(", ")
+            )
         };
         let mut err = ApiError::new(422, "Invalid", message).with_details(group, kind, name);
         if let Some(d) = err.details.as_mut() {
@@ -310,6 +313,12 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        // An unknown reason (an unconverted error) is left out, as Kubernetes' omitempty does.
+        if self.reason.is_empty()
+            && let Some(m) = s.as_object_mut()
+        {
+            m.remove("reason");
+        }
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }

@@ -111,11 +111,34 @@ pub fn decode(r: &Resource, obj: &Value) -> Option<Result<Decoded, String>> {
         "storage.k8s.io" "StorageClass" => storage::StorageClass,
         "apiextensions.k8s.io" "CustomResourceDefinition" => apiextensions::CustomResourceDefinition,
     )?;
-    Some(result.map(|object| {
+    Some(result.map(|mut object| {
         let mut unknown = Vec::new();
         dropped(obj, &object, String::new(), &mut unknown);
+        // The decode only takes away: fields the type fills in on its own (a required struct
+        // left out, as `spec.selector`) stay absent, so validation still sees them missing.
+        remove_additions(obj, &mut object);
         Decoded { object, unknown }
     }))
+}
+
+/// Removes from `typed` the object fields `input` does not have.
+fn remove_additions(input: &Value, typed: &mut Value) {
+    match (input, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            b.retain(|k, _| a.contains_key(k));
+            for (k, v) in b.iter_mut() {
+                if let Some(i) = a.get(k) {
+                    remove_additions(i, v);
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, t) in a.iter().zip(b.iter_mut()) {
+                remove_additions(i, t);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Paths present (and not null) in `input` but missing from `typed`.

@@ -78,6 +78,18 @@ pub fn validate(r: &Resource, obj: &Value, old: Option<&Value>, errors: &mut Err
             for field in ["data", "binaryData"] {
                 config_keys(obj, field, errors);
             }
+            if let (Some(data), Some(bin)) =
+                (obj["data"].as_object(), obj["binaryData"].as_object())
+            {
+                for k in data.keys().filter(|k| bin.contains_key(*k)) {
+                    errors.push(FieldError::invalid_str(
+                        format!("data[{k}]"),
+                        k,
+                        "duplicate of key present in binaryData",
+                    ));
+                }
+            }
+            immutable_data(obj, old, &["data", "binaryData"], errors);
             if let Some(bin) = obj["binaryData"].as_object() {
                 for (k, v) in bin {
                     if !v.as_str().is_some_and(is_base64) {
@@ -112,6 +124,7 @@ pub fn validate(r: &Resource, obj: &Value, old: Option<&Value>, errors: &mut Err
                     "field is immutable",
                 ));
             }
+            immutable_data(obj, old, &["data"], errors);
         }
         ("", "pods") => {
             pod_spec(&obj["spec"], "spec", errors);
@@ -186,6 +199,28 @@ pub fn validate(r: &Resource, obj: &Value, old: Option<&Value>, errors: &mut Err
             }
         }
         _ => {}
+    }
+}
+
+/// `immutable: true` ConfigMaps and Secrets keep their data, and stay immutable.
+fn immutable_data(obj: &Value, old: Option<&Value>, fields: &[&str], errors: &mut Errors) {
+    let Some(old) = old.filter(|o| o["immutable"] == true) else {
+        return;
+    };
+    if obj["immutable"] != true {
+        errors.push(FieldError::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
+    }
+    for f in fields {
+        let empty = |v: &Value| v.is_null() || v.as_object().is_some_and(|m| m.is_empty());
+        if old[*f] != obj[*f] && !(empty(&old[*f]) && empty(&obj[*f])) {
+            errors.push(FieldError::forbidden(
+                *f,
+                "field is immutable when `immutable` is set",
+            ));
+        }
     }
 }
 
@@ -419,10 +454,11 @@ fn container(c: &Value, path: &str, volumes: &[&str], seen: &mut Vec<String>, er
     let mut port_names: Vec<&str> = Vec::new();
     for (i, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
         let pp = format!("{path}.ports[{i}]");
-        if p["containerPort"].is_null() {
+        if p["containerPort"].is_null() || p["containerPort"] == 0 {
             errors.push(FieldError::required(format!("{pp}.containerPort"), ""));
+        } else {
+            port_range(&p["containerPort"], &format!("{pp}.containerPort"), errors);
         }
-        port_range(&p["containerPort"], &format!("{pp}.containerPort"), errors);
         if let Some(h) = p["hostPort"].as_i64()
             && h != 0
         {
@@ -442,6 +478,23 @@ fn container(c: &Value, path: &str, volumes: &[&str], seen: &mut Vec<String>, er
                 errors.push(FieldError::duplicate(format!("{pp}.name"), &json!(n)));
             }
             port_names.push(n);
+        }
+    }
+    let limits = &c["resources"]["limits"];
+    for (res, req) in c["resources"]["requests"].as_object().into_iter().flatten() {
+        if let (Some(r), Some(l)) = (
+            req.as_str().and_then(quantity),
+            limits[res].as_str().and_then(quantity),
+        ) && r > l
+        {
+            errors.push(FieldError::invalid(
+                format!("{path}.resources.requests"),
+                req,
+                format!(
+                    "must be less than or equal to {res} limit of {}",
+                    limits[res].as_str().unwrap_or("")
+                ),
+            ));
         }
     }
     for (i, e) in c["env"].as_array().into_iter().flatten().enumerate() {
@@ -476,6 +529,36 @@ fn container(c: &Value, path: &str, volumes: &[&str], seen: &mut Vec<String>, er
             ));
         }
     }
+}
+
+/// A resource quantity (`500m`, `2`, `1Gi`, `1e3`) as a number, for comparisons.
+pub fn quantity(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => return None,
+    };
+    Some(n * factor)
 }
 
 /// IANA service names: what container and service port names must be.
