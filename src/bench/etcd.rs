@@ -59,7 +59,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Target::Minik => "minik",
             Target::Etcd => "etcd",
@@ -118,9 +118,9 @@ pub struct Options {
 }
 
 /// The binaries under test.
-struct Bins {
-    minik: PathBuf,
-    etcd: PathBuf,
+pub(super) struct Bins {
+    pub(super) minik: PathBuf,
+    pub(super) etcd: PathBuf,
 }
 
 /// Runs the benchmark and prints its report.
@@ -307,13 +307,13 @@ pub async fn run(mut opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn emit(markdown: &str) {
+pub(super) fn emit(markdown: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{markdown}");
     let _ = out.flush();
 }
 
-fn progress(msg: &str) {
+pub(super) fn progress(msg: &str) {
     eprintln!("[bench] {msg}");
 }
 
@@ -328,7 +328,7 @@ fn report_err<T>(t: Target, what: &str, r: anyhow::Result<T>) -> Result<T, Strin
 }
 
 /// The first line of `<bin> <arg>`, or why the binary cannot be used.
-fn tool_version(bin: &Path, arg: &str) -> Result<String, String> {
+pub(super) fn tool_version(bin: &Path, arg: &str) -> Result<String, String> {
     if !bin.is_file() {
         return Err(format!("{} not found", bin.display()));
     }
@@ -400,7 +400,7 @@ fn server_command(
 }
 
 /// The server command line for the report, with placeholders for what changes between runs.
-fn display_command(target: Target, bins: &Bins) -> String {
+pub(super) fn display_command(target: Target, bins: &Bins) -> String {
     server_command(target, bins, "DIR", "PORT", "PEER_PORT")
         .iter()
         .map(|a| shell_quote(a))
@@ -409,7 +409,7 @@ fn display_command(target: Target, bins: &Bins) -> String {
 }
 
 /// A running server; dropping it kills the process and removes its directory.
-struct Server {
+pub(super) struct Server {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
@@ -418,7 +418,12 @@ struct Server {
 
 impl Server {
     /// Starts `target` in a new directory under `parent` and waits until it serves a Range.
-    async fn start(target: Target, bins: &Bins, parent: &Path, name: &str) -> anyhow::Result<Self> {
+    pub(super) async fn start(
+        target: Target,
+        bins: &Bins,
+        parent: &Path,
+        name: &str,
+    ) -> anyhow::Result<Self> {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
             let dir = parent.join(format!("{name}-{}-{attempt}", target.name()));
@@ -475,11 +480,17 @@ impl Server {
         unreachable!("the last attempt returns")
     }
 
-    fn endpoint(&self) -> String {
+    pub(super) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn log_tail(&self, n: usize) -> String {
+    /// The server's process id (while it runs).
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The last `n` lines of the server's log.
+    pub(super) fn log_tail(&self, n: usize) -> String {
         tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), n)
     }
 
@@ -557,7 +568,7 @@ struct Latency {
 }
 
 /// The nearest-rank percentile `p` (0..=100) of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -600,7 +611,7 @@ async fn put_latency(server: &Server, n: usize) -> anyhow::Result<Latency> {
 }
 
 /// `a ÷ b` as `0.42×`.
-fn ratio(a: f64, b: f64) -> String {
+pub(super) fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}×", a / b)
     } else {

@@ -2,10 +2,13 @@
 //!
 //! - [`etcd`]: minik's etcd-compatible store against the real etcd, side by side
 //!   (`etcdctl check perf`, single-client put latency, a 100k-key Range).
+//! - [`apiserver`]: `minik apiserver` over HTTPS on minik's store and on the real etcd, side by
+//!   side (single-object latency at 1/10/100 clients, LIST of 10,000 pods, watch fan-out).
 //!
 //! Benchmarks print Markdown to stdout (ready to paste into BENCHMARKS.md) and progress to stderr.
 //! Helpers shared by benchmarks live here: temp dirs, free ports, machine info, tables.
 
+pub mod apiserver;
 pub mod etcd;
 
 use std::fmt::Write as _;

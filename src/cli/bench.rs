@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use crate::bench::apiserver::{self, Protocol, Section, StoreChoice};
 use crate::bench::etcd::{self, Load, Target};
 
 #[derive(Subcommand, Debug)]
@@ -14,6 +16,63 @@ pub enum BenchCommand {
     /// Runs single-client put latency, a Range over 100k keys and `etcdctl check perf` (60 s per
     /// load and server; ~5 minutes with the default loads) against freshly started servers.
     Etcd(EtcdBenchArgs),
+    /// `minik apiserver` on minik's store and on the real etcd, side by side (Markdown on stdout).
+    ///
+    /// Single-object GET/CREATE/UPDATE latency at 1, 10 and 100 clients, LIST of 10,000 pods
+    /// (JSON and Table, whole and paged) and a watch fan-out of 10,000 events to 100 watchers,
+    /// each against a freshly started store + API server (~3 minutes with the defaults). Exits
+    /// non-zero when something is incorrect (failed requests, lost or reordered watch events);
+    /// missed performance targets are reported as FAIL lines only.
+    Apiserver(ApiServerBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ApiServerBenchArgs {
+    /// The store(s) under the API server: minik's, the real etcd's, or both side by side.
+    #[arg(long, value_enum, default_value = "both")]
+    pub store: StoreChoice,
+    /// The real etcd server binary.
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    pub etcd_bin: PathBuf,
+    /// The HTTP version of the client (HTTP/2 is what client-go and kubectl use).
+    #[arg(long, value_enum, default_value = "h2")]
+    pub protocol: Protocol,
+    /// Sections to run (repeatable or comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["single", "list", "watch"])]
+    pub section: Vec<Section>,
+    /// Concurrent clients of the single-object section (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 10, 100])]
+    pub clients: Vec<usize>,
+    /// Seconds each single-object measurement runs (per call, object and client count).
+    #[arg(long, default_value_t = 2.0)]
+    pub duration: f64,
+    /// Requests per client in each single-object measurement, instead of --duration.
+    #[arg(long)]
+    pub requests: Option<usize>,
+    /// Pods created, then listed, by the LIST section.
+    #[arg(long, default_value_t = 10_000)]
+    pub list_pods: usize,
+    /// Runs of each LIST variant (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub list_runs: usize,
+    /// `limit` of the paged LISTs (kubectl's chunk size).
+    #[arg(long, default_value_t = 500)]
+    pub page_size: usize,
+    /// Creates in flight while loading the LIST section's pods.
+    #[arg(long, default_value_t = 50)]
+    pub load_clients: usize,
+    /// Watchers of the watch section.
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
+    /// Events (writes) of the watch section: half creates, half updates.
+    #[arg(long, default_value_t = 10_000)]
+    pub watch_events: usize,
+    /// Writers of the watch section (one write in flight each).
+    #[arg(long, default_value_t = 10)]
+    pub watch_writers: usize,
+    /// Seconds the watchers may take to receive every event.
+    #[arg(long, default_value_t = 120)]
+    pub watch_timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -49,6 +108,39 @@ pub struct EtcdBenchArgs {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Apiserver(a) => {
+            if !(a.duration.is_finite() && a.duration > 0.0) {
+                anyhow::bail!("--duration must be a positive number of seconds");
+            }
+            let opts = apiserver::Options {
+                store: a.store,
+                etcd_bin: a.etcd_bin,
+                protocol: a.protocol,
+                sections: a.section,
+                clients: a.clients,
+                duration: Duration::from_secs_f64(a.duration),
+                requests: a.requests,
+                list_pods: a.list_pods,
+                list_runs: a.list_runs,
+                page_size: a.page_size,
+                load_clients: a.load_clients,
+                watchers: a.watchers,
+                watch_events: a.watch_events,
+                watch_writers: a.watch_writers,
+                watch_timeout: Duration::from_secs(a.watch_timeout),
+            };
+            super::runtime()?.block_on(async {
+                // On Ctrl-C the benchmark future is dropped: its guards kill the store and the
+                // API server and remove the temp dirs.
+                tokio::select! {
+                    r = apiserver::run(opts) => r.map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+                    _ = super::shutdown_signal() => {
+                        eprintln!("[bench] interrupted: stopping servers and removing temp dirs");
+                        Ok(ExitCode::from(130))
+                    }
+                }
+            })
+        }
         BenchCommand::Etcd(a) => {
             let opts = etcd::Options {
                 loads: a.load,
