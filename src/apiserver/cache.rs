@@ -41,19 +41,49 @@ impl EventKind {
     }
 }
 
+/// An object in the cache: its served form, and that form serialized once (for lists and
+/// watches, however many clients read it).
+#[derive(Debug)]
+pub struct CachedObject {
+    pub value: Value,
+    json: OnceLock<Bytes>,
+}
+
+impl CachedObject {
+    pub fn new(value: Value) -> CachedObject {
+        CachedObject {
+            value,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The object as JSON.
+    pub fn json(&self) -> &Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default()))
+    }
+}
+
+impl std::ops::Deref for CachedObject {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// One change of one object, as watchers receive it.
 #[derive(Debug)]
 pub struct Event {
     pub kind: EventKind,
     pub key: String,
     /// The object as served (for a delete: its last state, at the delete's revision).
-    pub object: Arc<Value>,
+    pub object: Arc<CachedObject>,
     pub revision: i64,
     line: OnceLock<Bytes>,
 }
 
 impl Event {
-    fn new(kind: EventKind, key: String, object: Arc<Value>, revision: i64) -> Event {
+    fn new(kind: EventKind, key: String, object: Arc<CachedObject>, revision: i64) -> Event {
         Event {
             kind,
             key,
@@ -66,7 +96,17 @@ impl Event {
     /// The watch line (`{"type":…,"object":…}\n`), serialized once for every watcher.
     pub fn json_line(&self) -> Bytes {
         self.line
-            .get_or_init(|| watch_line(self.kind.name(), &self.object))
+            .get_or_init(|| {
+                let object = self.object.json();
+                let kind = self.kind.name();
+                let mut line = Vec::with_capacity(object.len() + 32);
+                line.extend_from_slice(b"{\"type\":\"");
+                line.extend_from_slice(kind.as_bytes());
+                line.extend_from_slice(b"\",\"object\":");
+                line.extend_from_slice(object);
+                line.extend_from_slice(b"}\n");
+                Bytes::from(line)
+            })
             .clone()
     }
 }
@@ -90,7 +130,7 @@ fn served(stored: &Stored) -> Option<Value> {
 
 #[derive(Debug, Default)]
 struct State {
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<CachedObject>>,
     /// Everything up to this revision is reflected.
     revision: i64,
     history: VecDeque<Arc<Event>>,
@@ -181,7 +221,9 @@ impl WatchCache {
         };
         for s in &page.items {
             if let Some(v) = served(s) {
-                state.objects.insert(s.key.clone(), Arc::new(v));
+                state
+                    .objects
+                    .insert(s.key.clone(), Arc::new(CachedObject::new(v)));
             }
         }
         let (mut stream, progress) = self
@@ -227,7 +269,7 @@ impl WatchCache {
         prefix: &str,
         sub_prefix: &str,
         freshness: Freshness,
-    ) -> Result<(Vec<Arc<Value>>, i64), StorageError> {
+    ) -> Result<(Vec<Arc<CachedObject>>, i64), StorageError> {
         let cache = self.type_cache(prefix).await?;
         let want = match freshness {
             Freshness::Any => 0,
@@ -245,6 +287,31 @@ impl WatchCache {
             .map(|(_, v)| v.clone())
             .collect();
         Ok((items, state.revision))
+    }
+
+    /// The continuation of a paged list at `revision`, from `start` on, when the cache is still
+    /// exactly at that revision (nothing changed since the first page); None otherwise (the
+    /// caller reads that page from etcd at the revision).
+    pub async fn list_continue(
+        self: &Arc<Self>,
+        prefix: &str,
+        sub_prefix: &str,
+        start: &str,
+        revision: i64,
+    ) -> Option<Vec<Arc<CachedObject>>> {
+        let cache = self.type_cache(prefix).await.ok()?;
+        let state = cache.state.read();
+        if state.revision != revision {
+            return None;
+        }
+        Some(
+            state
+                .objects
+                .range(start.to_string()..)
+                .take_while(|(k, _)| k.starts_with(sub_prefix))
+                .map(|(_, v)| v.clone())
+                .collect(),
+        )
     }
 
     /// A watch of the type under `prefix`.
@@ -314,13 +381,13 @@ impl TypeCache {
             }
             WatchEvent::Added(s) => {
                 let Some(v) = served(&s) else { return };
-                let v = Arc::new(v);
+                let v = Arc::new(CachedObject::new(v));
                 state.objects.insert(s.key.clone(), v.clone());
                 Event::new(EventKind::Added, s.key, v, s.revision)
             }
             WatchEvent::Modified { object, .. } => {
                 let Some(v) = served(&object) else { return };
-                let v = Arc::new(v);
+                let v = Arc::new(CachedObject::new(v));
                 state.objects.insert(object.key.clone(), v.clone());
                 Event::new(EventKind::Modified, object.key, v, object.revision)
             }
@@ -332,7 +399,12 @@ impl TypeCache {
                 }) else {
                     return;
                 };
-                Event::new(EventKind::Deleted, object.key, Arc::new(v), revision)
+                Event::new(
+                    EventKind::Deleted,
+                    object.key,
+                    Arc::new(CachedObject::new(v)),
+                    revision,
+                )
             }
         };
         let event = Arc::new(event);

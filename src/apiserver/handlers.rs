@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use std::sync::Arc;
 
 use super::admission;
-use super::cache::{CacheWatch, Event, Freshness, WatchFrom, watch_line};
+use super::cache::{CacheWatch, CachedObject, Event, Freshness, WatchFrom, watch_line};
 use super::defaults;
 use super::printers;
 use super::resources::{self, Resource};
@@ -1485,10 +1485,26 @@ async fn list(
         .filter(|c| !c.is_empty());
     let exact = q.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
     let prefix = collection_prefix(t);
-    let wanted = |v: &Value| fields.matches(v) && labels.matches(&labels_of(v));
-    // Later pages and exact historical reads come from etcd at the list's revision; everything
-    // else from the watch cache.
-    let from_cache = if continue_token.is_some() || exact {
+    let no_selectors = labels.is_empty() && fields.is_empty();
+    let wanted = |v: &Value| no_selectors || (fields.matches(v) && labels.matches(&labels_of(v)));
+    let cache_prefix = t.resource.key(None, "");
+    // A later page comes from the cache when nothing changed since the first one (else from
+    // etcd at the list's revision); exact historical reads from etcd; everything else from the
+    // watch cache.
+    let continued = match continue_token {
+        Some(token) if !exact => match super::storage::decode_continue(token) {
+            Ok((revision, start)) => ctx
+                .cache
+                .list_continue(&cache_prefix, &prefix, &format!("{prefix}{start}"), revision)
+                .await
+                .map(|items| (items, revision)),
+            Err(e) => return Err(storage_error(t, "", e)),
+        },
+        _ => None,
+    };
+    let from_cache = if continued.is_some() {
+        continued
+    } else if continue_token.is_some() || exact {
         None
     } else {
         let freshness = match rv {
@@ -1496,14 +1512,12 @@ async fn list(
             Some(0) => Freshness::Any,
             Some(n) => Freshness::AtLeast(n),
         };
-        ctx.cache
-            .list(&t.resource.key(None, ""), &prefix, freshness)
-            .await
-            .ok()
+        ctx.cache.list(&cache_prefix, &prefix, freshness).await.ok()
     };
-    let (items, meta): (Vec<Arc<Value>>, Value) = match from_cache {
+    let (items, meta): (Vec<Arc<CachedObject>>, Value) = match from_cache {
         Some((all, revision)) => {
-            let matching: Vec<Arc<Value>> = all.into_iter().filter(|v| wanted(v)).collect();
+            let matching: Vec<Arc<CachedObject>> =
+                all.into_iter().filter(|v| wanted(v)).collect();
             let mut meta = json!({"resourceVersion": revision.to_string()});
             let total = matching.len();
             let mut items = matching;
@@ -1526,7 +1540,7 @@ async fn list(
                     revision,
                     &format!("{last}\u{0}")
                 ));
-                if q.get("labelSelector").is_none() && q.get("fieldSelector").is_none() {
+                if no_selectors {
                     meta["remainingItemCount"] = json!(total - items.len());
                 }
             }
@@ -1547,7 +1561,7 @@ async fn list(
             for s in &page.items {
                 let v = served(s)?;
                 if wanted(&v) {
-                    items.push(Arc::new(v));
+                    items.push(Arc::new(CachedObject::new(v)));
                 }
             }
             let mut meta = json!({"resourceVersion": page.revision.to_string()});
@@ -1561,10 +1575,10 @@ async fn list(
         }
     };
     if table {
-        return Ok(json_response(
-            StatusCode::OK,
-            &printers::table(t.resource, &items, meta, now_secs()),
-        ));
+        let values: Vec<&Value> = items.iter().map(|i| &i.value).collect();
+        let out = printers::table_bytes(t.resource, &values, &meta, now_secs())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok(full(StatusCode::OK, "application/json", out));
     }
     let (kind, api_version, items) = match view {
         Some(vw) => (
@@ -1583,7 +1597,10 @@ async fn list(
                         .unwrap_or("")
                         .to_string()
                 }),
-            items.iter().map(|i| Arc::new(vw.present(i))).collect(),
+            items
+                .iter()
+                .map(|i| Arc::new(CachedObject::new(vw.present(i))))
+                .collect(),
         ),
         None => (
             format!("{}List", t.resource.kind),
@@ -1591,8 +1608,9 @@ async fn list(
             items,
         ),
     };
-    // Written piece by piece: a list of 10,000 objects is not copied into one more Value.
-    let mut out = Vec::with_capacity(256 + items.len() * 1024);
+    // Written piece by piece from each object's JSON, serialized once in the cache.
+    let size: usize = items.iter().map(|i| i.json().len() + 1).sum();
+    let mut out = Vec::with_capacity(256 + size);
     out.extend_from_slice(b"{\"kind\":");
     let write = |out: &mut Vec<u8>| -> Result<(), serde_json::Error> {
         serde_json::to_writer(&mut *out, &kind)?;
@@ -1605,7 +1623,7 @@ async fn list(
             if i > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, item.as_ref())?;
+            out.extend_from_slice(item.json());
         }
         out.extend_from_slice(b"]}");
         Ok(())
@@ -1627,7 +1645,7 @@ fn event_line(t: &Target, table: bool, ev: &Event, view: Option<&super::convert:
     let meta = json!({"resourceVersion": ev.object["metadata"]["resourceVersion"]});
     let rows = printers::table(
         t.resource,
-        std::slice::from_ref(&ev.object),
+        &[&ev.object.value],
         meta,
         now_secs(),
     );

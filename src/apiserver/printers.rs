@@ -1201,6 +1201,62 @@ pub fn table<T: std::borrow::Borrow<Value>>(
     })
 }
 
+/// Object metadata without managedFields, for Table rows: kubectl reads names, namespaces,
+/// labels and timestamps from them, never the field managers (and they are most of the bytes).
+struct RowMetadata<'a>(&'a Value);
+
+impl serde::Serialize for RowMetadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(m) = self.0.as_object() else {
+            return self.0.serialize(ser);
+        };
+        let mut map = ser.serialize_map(None)?;
+        for (k, v) in m.iter().filter(|(k, _)| *k != "managedFields") {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// The Table of `objects`, serialized straight to bytes (lists of thousands of rows).
+pub fn table_bytes(
+    resource: &Resource,
+    objects: &[&Value],
+    list_meta: &Value,
+    now: i64,
+) -> Result<Vec<u8>, serde_json::Error> {
+    if let Some(custom) = resource.custom {
+        return serde_json::to_vec(&custom_table(custom, objects, list_meta.clone(), now));
+    }
+    let defs: Vec<Value> = columns(resource.name)
+        .into_iter()
+        .map(|(name, ty, format, description, priority)| {
+            json!({"name": name, "type": ty, "format": format, "description": description, "priority": priority})
+        })
+        .collect();
+    let mut out = Vec::with_capacity(1024 + objects.len() * 512);
+    out.extend_from_slice(b"{\"kind\":\"Table\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":");
+    serde_json::to_writer(&mut out, list_meta)?;
+    out.extend_from_slice(b",\"columnDefinitions\":");
+    serde_json::to_writer(&mut out, &defs)?;
+    out.extend_from_slice(b",\"rows\":[");
+    for (i, o) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"cells\":");
+        serde_json::to_writer(&mut out, &cells(resource.name, o, now))?;
+        out.extend_from_slice(
+            b",\"object\":{\"kind\":\"PartialObjectMetadata\",\"apiVersion\":\"meta.k8s.io/v1\",\"metadata\":",
+        );
+        serde_json::to_writer(&mut out, &RowMetadata(&o["metadata"]))?;
+        out.extend_from_slice(b"}}");
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
 /// A custom resource's Table: NAME, then the CRD's additionalPrinterColumns (NAME and AGE when
 /// it has none).
 fn custom_table<T: std::borrow::Borrow<Value>>(

@@ -47,6 +47,11 @@ fn set(values: &str) -> Result<Vec<String>, String> {
 }
 
 impl Selector {
+    /// No requirement: everything matches.
+    pub fn is_empty(&self) -> bool {
+        self == &Selector::default()
+    }
+
     pub fn parse(s: &str) -> Result<Selector, String> {
         let mut reqs = Vec::new();
         for part in split_top(s) {
@@ -152,6 +157,11 @@ impl FieldSelector {
             reqs.push((field.to_string(), eq, value.trim().to_string()));
         }
         Ok(FieldSelector { reqs })
+    }
+
+    /// No requirement: everything matches.
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
     }
 
     pub fn matches(&self, obj: &serde_json::Value) -> bool {

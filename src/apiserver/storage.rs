@@ -242,8 +242,14 @@ impl EtcdStorage {
             Channel::balance_list(endpoints.into_iter())
         };
         Ok(EtcdStorage {
-            kv: KvClient::new(channel.clone()),
-            watch: WatchClient::new(channel),
+            // No 4 MiB cap on answers: a list of thousands of objects is far larger (as
+            // kube-apiserver, which sets the same unlimited size).
+            kv: KvClient::new(channel.clone())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+            watch: WatchClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
         })
     }
 
