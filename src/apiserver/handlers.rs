@@ -1495,7 +1495,12 @@ async fn list(
         Some(token) if !exact => match super::storage::decode_continue(token) {
             Ok((revision, start)) => ctx
                 .cache
-                .list_continue(&cache_prefix, &prefix, &format!("{prefix}{start}"), revision)
+                .list_continue(
+                    &cache_prefix,
+                    &prefix,
+                    &format!("{prefix}{start}"),
+                    revision,
+                )
                 .await
                 .map(|items| (items, revision)),
             Err(e) => return Err(storage_error(t, "", e)),
@@ -1516,8 +1521,7 @@ async fn list(
     };
     let (items, meta): (Vec<Arc<CachedObject>>, Value) = match from_cache {
         Some((all, revision)) => {
-            let matching: Vec<Arc<CachedObject>> =
-                all.into_iter().filter(|v| wanted(v)).collect();
+            let matching: Vec<Arc<CachedObject>> = all.into_iter().filter(|v| wanted(v)).collect();
             let mut meta = json!({"resourceVersion": revision.to_string()});
             let total = matching.len();
             let mut items = matching;
@@ -1643,12 +1647,7 @@ fn event_line(t: &Target, table: bool, ev: &Event, view: Option<&super::convert:
         return ev.json_line();
     }
     let meta = json!({"resourceVersion": ev.object["metadata"]["resourceVersion"]});
-    let rows = printers::table(
-        t.resource,
-        &[&ev.object.value],
-        meta,
-        now_secs(),
-    );
+    let rows = printers::table(t.resource, &[&ev.object.value], meta, now_secs());
     watch_line(ev.kind.name(), &rows)
 }
 
