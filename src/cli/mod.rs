@@ -6,6 +6,7 @@
 
 mod apiserver;
 mod bench;
+mod certs;
 mod etcd;
 
 use std::ffi::OsString;
@@ -41,6 +42,8 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Run the Kubernetes API server (the process the supervisor runs as `kube-apiserver`).
     Apiserver(apiserver::ApiServerArgs),
+    /// Generate a cluster PKI and an admin kubeconfig (for running `minik apiserver` by hand).
+    Certs(certs::CertsArgs),
 }
 
 /// The component a multi-call name stands for, as the arguments `minik` would take.
@@ -82,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Etcd(cmd) => etcd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Apiserver(a) => apiserver::run(a),
+        Command::Certs(a) => certs::run(a),
     };
     match result {
         Ok(code) => code,
