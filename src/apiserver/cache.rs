@@ -289,6 +289,13 @@ impl WatchCache {
         Ok((items, state.revision))
     }
 
+    /// One object of the type under `prefix`, as the cache has it (no freshness wait).
+    pub async fn get(self: &Arc<Self>, prefix: &str, key: &str) -> Option<Arc<CachedObject>> {
+        let cache = self.type_cache(prefix).await.ok()?;
+        let state = cache.state.read();
+        state.objects.get(key).cloned()
+    }
+
     /// The continuation of a paged list at `revision`, from `start` on, when the cache is still
     /// exactly at that revision (nothing changed since the first page); None otherwise (the
     /// caller reads that page from etcd at the revision).

@@ -566,13 +566,21 @@ pub(super) async fn create_object(
     let name = admit(t, None, &mut obj, None, opts)?;
     if let Some(ns) = &ns {
         // NamespaceLifecycle: objects go only into namespaces that exist and are not going.
+        // From the watch cache, as the real plugin reads its informer; etcd when the cache
+        // does not have it (yet).
         let ns_res = resources::find("", "v1", "namespaces").unwrap_or(r);
-        let stored = ctx
-            .storage
-            .get(&ns_res.key(None, ns))
-            .await
-            .map_err(|_| ApiError::not_found("", "namespaces", ns))?;
-        let namespace = served(&stored)?;
+        let ns_key = ns_res.key(None, ns);
+        let namespace = match ctx.cache.get(&ns_res.key(None, ""), &ns_key).await {
+            Some(cached) => cached.value.clone(),
+            None => {
+                let stored = ctx
+                    .storage
+                    .get(&ns_key)
+                    .await
+                    .map_err(|_| ApiError::not_found("", "namespaces", ns))?;
+                served(&stored)?
+            }
+        };
         if namespace["status"]["phase"] == "Terminating" {
             return Err(ApiError {
                 code: 403,
@@ -727,8 +735,7 @@ pub(super) async fn update(
         };
         let bytes = for_storage(&mut obj, &old)?;
         // Nothing changed: no write, no event, the same resourceVersion (as kube-apiserver).
-        let unchanged = serde_json::from_slice::<Value>(&current.value)
-            .is_ok_and(|stored| serde_json::from_slice::<Value>(&bytes).is_ok_and(|b| b == stored));
+        let unchanged = same_but_resource_version(&obj, &old);
         if unchanged || opts.dry_run {
             obj["metadata"]["resourceVersion"] = json!(current.revision.to_string());
             return Ok((obj, current.revision));
@@ -1033,6 +1040,37 @@ async fn delete_collection(
             "items": deleted,
         }),
     ))
+}
+
+/// Whether an update changes nothing: equal objects but for `metadata.resourceVersion`.
+fn same_but_resource_version(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    if a.len() != b.len()
+        || !a
+            .iter()
+            .filter(|(k, _)| *k != "metadata")
+            .all(|(k, v)| b.get(k) == Some(v))
+    {
+        return false;
+    }
+    let empty = serde_json::Map::new();
+    let ma = a
+        .get("metadata")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mb = b
+        .get("metadata")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let count =
+        |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != "resourceVersion").count();
+    count(ma) == count(mb)
+        && ma
+            .iter()
+            .filter(|(k, _)| *k != "resourceVersion")
+            .all(|(k, v)| mb.get(k) == Some(v))
 }
 
 /// managedFields after an ordinary write by `manager`.
