@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::resources::Resource;
+use super::selector::selector_text;
 
 /// A column: name, type, format, description, priority (`-o wide` only when > 0).
 type Column = (&'static str, &'static str, &'static str, &'static str, u8);
@@ -402,27 +403,6 @@ fn int(v: &Value) -> i64 {
 
 fn strs(v: &Value) -> impl Iterator<Item = &str> {
     v.as_array().into_iter().flatten().filter_map(Value::as_str)
-}
-
-/// A label selector as kubectl shows it (`app=web,tier in (a,b)`).
-fn selector_text(sel: &Value) -> String {
-    let mut parts: Vec<String> = sel["matchLabels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-        .collect();
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
-        let key = e["key"].as_str().unwrap_or("");
-        let values: Vec<&str> = strs(&e["values"]).collect();
-        parts.push(match e["operator"].as_str().unwrap_or("") {
-            "In" => format!("{key} in ({})", values.join(",")),
-            "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key.to_string(),
-            _ => format!("!{key}"),
-        });
-    }
-    parts.join(",")
 }
 
 /// Containers, Images, Selector of a workload's `-o wide`.

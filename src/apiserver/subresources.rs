@@ -22,6 +22,7 @@ use super::handlers::{
     read_raw, served, storage_error, written,
 };
 use super::resources::{self, Resource};
+use super::selector::selector_text;
 use super::server::{Body, Ctx, User, json_response};
 use super::status::{ApiError, FieldError};
 use super::storage::StorageError;
@@ -66,36 +67,6 @@ pub(super) async fn handle(
     }
 }
 
-/// `status.selector` of a Scale: the workload's selector as a label-selector string.
-fn selector_string(selector: &Value) -> String {
-    let mut parts: Vec<String> = selector["matchLabels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-        .collect();
-    for e in selector["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let key = e["key"].as_str().unwrap_or("");
-        let values: Vec<&str> = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        parts.push(match e["operator"].as_str().unwrap_or("") {
-            "In" => format!("{key} in ({})", values.join(",")),
-            "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key.to_string(),
-            _ => format!("!{key}"),
-        });
-    }
-    parts.join(",")
-}
-
 /// Where a type keeps its replica counts and selector (custom resources: their CRD's paths).
 fn scale_paths(r: &Resource) -> (String, String, Option<String>) {
     match r.custom.and_then(|c| c.scale.as_ref()) {
@@ -116,7 +87,7 @@ fn scale_of(r: &Resource, obj: &Value) -> Value {
             .as_str()
             .unwrap_or("")
             .to_string(),
-        None => selector_string(&obj["spec"]["selector"]),
+        None => selector_text(&obj["spec"]["selector"]),
     };
     let spec_replicas = super::crd::json_path(obj, &spec_path).as_i64().unwrap_or(0);
     let status_replicas = super::crd::json_path(obj, &status_path)
@@ -329,7 +300,7 @@ async fn evict(
             .map_err(|e| storage_error(t, name, e))?;
         for s in &page.items {
             let pdb = served(s)?;
-            let selector = selector_string(&pdb["spec"]["selector"]);
+            let selector = selector_text(&pdb["spec"]["selector"]);
             let Ok(sel) = super::selector::Selector::parse(&selector) else {
                 continue;
             };
