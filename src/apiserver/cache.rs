@@ -118,14 +118,9 @@ pub fn watch_line(kind: &str, obj: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-/// The object as served: stored JSON with its resourceVersion filled in.
+/// The object as served; objects that are not Kubernetes objects are left out of the cache.
 fn served(stored: &Stored) -> Option<Value> {
-    let mut v: Value = serde_json::from_slice(&stored.value).ok()?;
-    if !v.is_object() {
-        return None;
-    }
-    v["metadata"]["resourceVersion"] = json!(stored.revision.to_string());
-    Some(v)
+    stored.object().ok()
 }
 
 #[derive(Debug, Default)]

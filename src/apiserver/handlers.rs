@@ -1244,11 +1244,7 @@ pub(super) fn storage_error(t: &Target, name: &str, e: StorageError) -> ApiError
 
 /// The object as served: stored JSON with its resourceVersion filled in.
 pub(super) fn served(stored: &Stored) -> Result<Value, ApiError> {
-    let mut v: Value = serde_json::from_slice(&stored.value).map_err(|e| {
-        ApiError::internal(format!("stored object {} is not JSON: {e}", stored.key))
-    })?;
-    v["metadata"]["resourceVersion"] = json!(stored.revision.to_string());
-    Ok(v)
+    stored.object().map_err(ApiError::internal)
 }
 
 pub(super) fn labels_of(v: &Value) -> BTreeMap<String, String> {

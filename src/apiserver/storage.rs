@@ -84,6 +84,23 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// The object as the API serves it: the stored JSON with `metadata.resourceVersion` set to
+    /// the key's revision. An error (never a panic) when someone stored something else there.
+    pub fn object(&self) -> Result<serde_json::Value, String> {
+        let mut v: serde_json::Value = serde_json::from_slice(&self.value)
+            .map_err(|e| format!("stored object {} is not JSON: {e}", self.key))?;
+        let meta = v
+            .as_object_mut()
+            .map(|o| o.entry("metadata").or_insert_with(|| serde_json::json!({})))
+            .and_then(serde_json::Value::as_object_mut)
+            .ok_or_else(|| format!("stored object {} is not a Kubernetes object", self.key))?;
+        meta.insert(
+            "resourceVersion".into(),
+            serde_json::Value::String(self.revision.to_string()),
+        );
+        Ok(v)
+    }
+
     fn from_kv(kv: KeyValue) -> Stored {
         Stored {
             key: String::from_utf8_lossy(&kv.key).into_owned(),
