@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
-use super::cache::{CacheWatch, EventKind, Freshness, WatchFrom};
+use super::cache::{CacheWatch, Event, EventKind, Freshness, WatchFrom};
 use super::handlers::{self, FieldValidation, Target, WriteOptions};
 use super::resources;
 use super::server::Ctx;
@@ -105,6 +105,21 @@ async fn rbac(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One role or binding change, told to the authorizer.
+fn observe(ctx: &Ctx, kind: &str, ev: &Event) {
+    match ev.kind {
+        EventKind::Deleted => {
+            let meta = &ev.object["metadata"];
+            ctx.rbac.remove(
+                kind,
+                meta["namespace"].as_str().unwrap_or(""),
+                meta["name"].as_str().unwrap_or(""),
+            );
+        }
+        _ => ctx.rbac.upsert(kind, &ev.object),
+    }
+}
+
 /// Keeps the authorizer current with one kind of role or binding; resumes when the watch ends.
 async fn feed(ctx: Arc<Ctx>, kind: &'static str, prefix: String, mut watch: CacheWatch) {
     let mut last = watch.after;
@@ -115,15 +130,7 @@ async fn feed(ctx: Arc<Ctx>, kind: &'static str, prefix: String, mut watch: Cach
                     continue;
                 }
                 last = ev.revision;
-                let meta = &ev.object["metadata"];
-                match ev.kind {
-                    EventKind::Deleted => ctx.rbac.remove(
-                        kind,
-                        meta["namespace"].as_str().unwrap_or(""),
-                        meta["name"].as_str().unwrap_or(""),
-                    ),
-                    _ => ctx.rbac.upsert(kind, &ev.object),
-                }
+                observe(&ctx, kind, &ev);
             }
             Err(_) => {
                 // The cache stopped or we fell behind: resume from the last change seen, or
@@ -140,17 +147,7 @@ async fn feed(ctx: Arc<Ctx>, kind: &'static str, prefix: String, mut watch: Cach
                 match from {
                     Ok(w) => {
                         for ev in &w.initial {
-                            match ev.kind {
-                                EventKind::Deleted => {
-                                    let meta = &ev.object["metadata"];
-                                    ctx.rbac.remove(
-                                        kind,
-                                        meta["namespace"].as_str().unwrap_or(""),
-                                        meta["name"].as_str().unwrap_or(""),
-                                    );
-                                }
-                                _ => ctx.rbac.upsert(kind, &ev.object),
-                            }
+                            observe(&ctx, kind, ev);
                             last = last.max(ev.revision);
                         }
                         watch = w;

@@ -1737,7 +1737,10 @@ async fn watch(
         }
         Err(e) => return Err(storage_error(t, "", e)),
     };
-    let wants = move |v: &Value| fields.matches(v) && labels.matches(&labels_of(v));
+    // Every watcher checks every event: no label map is built when there are no selectors.
+    let no_selectors = labels.is_empty() && fields.is_empty();
+    let wants =
+        move |v: &Value| no_selectors || (fields.matches(v) && labels.matches(&labels_of(v)));
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
     let target = Target {
         resource: t.resource,
