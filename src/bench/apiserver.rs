@@ -548,35 +548,19 @@ impl ApiServer {
     }
 
     async fn wait_ready(&mut self, endpoint: &Endpoint) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                bail!("the process exited early with {status}");
+        super::wait_until_ready(&mut self.child, READY_TIMEOUT, || async {
+            let mut c = Client::connect(endpoint).await?;
+            let (status, body) = c.call(Method::GET, "/readyz", ACCEPT_JSON, None).await?;
+            if status == StatusCode::OK && body.as_ref() == b"ok" {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "/readyz: {status} {}",
+                    String::from_utf8_lossy(&body)
+                ))
             }
-            let probe = async {
-                let mut c = Client::connect(endpoint).await?;
-                let (status, body) = c.call(Method::GET, "/readyz", ACCEPT_JSON, None).await?;
-                if status == StatusCode::OK && body.as_ref() == b"ok" {
-                    Ok(())
-                } else {
-                    Err(anyhow::anyhow!(
-                        "/readyz: {status} {}",
-                        String::from_utf8_lossy(&body)
-                    ))
-                }
-            };
-            let last = match tokio::time::timeout(Duration::from_secs(3), probe).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(_) => "the probe timed out".into(),
-            };
-            if Instant::now() > deadline {
-                bail!("not ready after {READY_TIMEOUT:?}: {last}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 }
 

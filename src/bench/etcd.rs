@@ -507,32 +507,25 @@ impl Server {
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                bail!("the process exited early with {status}");
-            }
-            let probe = async {
-                let mut kv = self.kv().await?;
-                kv.range(RangeRequest {
-                    key: b"minik-bench-ready".to_vec(),
-                    ..Default::default()
-                })
-                .await?;
+        let endpoint = self.endpoint();
+        super::wait_until_ready(&mut self.child, READY_TIMEOUT, || {
+            let endpoint = endpoint.clone();
+            async move {
+                let channel = Endpoint::from_shared(endpoint)?
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?;
+                KvClient::new(channel)
+                    .range(RangeRequest {
+                        key: b"minik-bench-ready".to_vec(),
+                        ..Default::default()
+                    })
+                    .await?;
                 anyhow::Ok(())
-            };
-            let last = match tokio::time::timeout(Duration::from_secs(3), probe).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(_) => "the probe timed out".to_string(),
-            };
-            if Instant::now() > deadline {
-                bail!("not ready after {READY_TIMEOUT:?}: {last}");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 }
 

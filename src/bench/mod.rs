@@ -304,6 +304,36 @@ pub fn fmt_bytes(n: u64) -> String {
 }
 
 /// The last `n` lines of `text`.
+/// Polls `probe` (each try bounded by 3 s) every 100 ms until it succeeds, until `child` exits
+/// early, or until `timeout` passes (the error says the last reason).
+pub(crate) async fn wait_until_ready<F, Fut>(
+    child: &mut Option<std::process::Child>,
+    timeout: Duration,
+    mut probe: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(c) = child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            anyhow::bail!("the process exited early with {status}");
+        }
+        let last = match tokio::time::timeout(Duration::from_secs(3), probe()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => "the probe timed out".to_string(),
+        };
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("not ready after {timeout:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
