@@ -4,9 +4,11 @@
 //! with a short note on what the component does in the cluster.
 //!
 //! - [`etcd`]: the etcd-compatible store (the real etcd v3 gRPC API on redb), where all cluster state lives.
-//! - [`apiserver`]: kube-apiserver, the front door of the control plane (a first slice: core resources over HTTPS).
+//! - [`apiserver`]: kube-apiserver, the front door of the control plane: the Kubernetes REST API over HTTPS.
 //! - [`bench`]: benchmarks of minik's components against the real ones (`minik bench …`).
-//! - [`cluster`]: profiles, PKI, kubeconfigs and ports of a cluster on this machine.
+//! - [`supervisor`]: runs the control plane's static pods as local processes (the kubelet's
+//!   static-pod role on a kubeadm node), with mirror pods in kube-system.
+//! - [`cluster`]: profiles, config, PKI, kubeconfigs, manifests and backups of a cluster on this machine.
 //! - [`cli`]: the command line — user verbs and component entry points of the multi-call binary.
 
 pub mod apiserver;
@@ -14,3 +16,4 @@ pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod etcd;
+pub mod supervisor;

@@ -141,20 +141,30 @@ fn generation(r: &Resource, obj: &mut Value, old: &Value) {
     obj["metadata"]["generation"] = json!(next);
 }
 
+/// The annotation that marks a mirror pod (its value is the static pod's config hash).
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
 /// The pod admission plugins: ServiceAccount, DefaultTolerationSeconds, Priority.
+/// Mirror pods (the API copies of a node's static pods, annotated `kubernetes.io/config.mirror`)
+/// get no service account, as the ServiceAccount plugin leaves them alone.
 fn pod(obj: &mut Value) {
+    let mirror = obj["metadata"]["annotations"]
+        .get(MIRROR_ANNOTATION)
+        .is_some();
     let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) else {
         return;
     };
-    let sa = spec["serviceAccountName"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("default")
-        .to_string();
-    spec["serviceAccountName"] = json!(sa);
-    spec["serviceAccount"] = json!(sa);
-    if spec["automountServiceAccountToken"] != json!(false) {
-        token_volume(spec);
+    if !mirror {
+        let sa = spec["serviceAccountName"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default")
+            .to_string();
+        spec["serviceAccountName"] = json!(sa);
+        spec["serviceAccount"] = json!(sa);
+        if spec["automountServiceAccountToken"] != json!(false) {
+            token_volume(spec);
+        }
     }
     let tolerations = spec
         .as_object_mut()

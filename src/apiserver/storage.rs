@@ -24,7 +24,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 use crate::etcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::etcd::proto::etcdserverpb::kv_client::KvClient;
@@ -213,51 +213,13 @@ pub struct EtcdStorage {
 impl EtcdStorage {
     /// Connects to the etcd servers (balanced over all of them).
     pub async fn connect(cfg: &EtcdConfig) -> anyhow::Result<EtcdStorage> {
-        use anyhow::Context;
-        if cfg.servers.is_empty() {
-            anyhow::bail!("--etcd-servers: at least one etcd URL is needed");
-        }
-        let tls = match (&cfg.ca_file, &cfg.cert_file, &cfg.key_file) {
-            (None, None, None) => None,
-            (ca, cert, key) => {
-                let mut t = ClientTlsConfig::new();
-                if let Some(ca) = ca {
-                    let pem = std::fs::read(ca)
-                        .with_context(|| format!("reading --etcd-cafile {}", ca.display()))?;
-                    t = t.ca_certificate(Certificate::from_pem(pem));
-                }
-                match (cert, key) {
-                    (Some(c), Some(k)) => {
-                        let cert = std::fs::read(c)
-                            .with_context(|| format!("reading --etcd-certfile {}", c.display()))?;
-                        let key = std::fs::read(k)
-                            .with_context(|| format!("reading --etcd-keyfile {}", k.display()))?;
-                        t = t.identity(Identity::from_pem(cert, key));
-                    }
-                    (None, None) => {}
-                    _ => anyhow::bail!("--etcd-certfile and --etcd-keyfile go together"),
-                }
-                Some(t)
-            }
-        };
-        let mut endpoints = Vec::new();
-        for url in &cfg.servers {
-            let mut ep = Endpoint::from_shared(url.clone())
-                .with_context(|| format!("--etcd-servers: {url:?} is not a URL"))?
-                .tcp_nodelay(true);
-            if let Some(t) = &tls {
-                ep = ep.tls_config(t.clone())?;
-            }
-            endpoints.push(ep);
-        }
-        let channel = if endpoints.len() == 1 {
-            let ep = endpoints.remove(0);
-            ep.connect()
-                .await
-                .with_context(|| format!("connecting to etcd at {}", cfg.servers[0]))?
-        } else {
-            Channel::balance_list(endpoints.into_iter())
-        };
+        let channel = crate::etcd::client::connect(&crate::etcd::client::ClientConfig {
+            servers: cfg.servers.clone(),
+            ca_file: cfg.ca_file.clone(),
+            cert_file: cfg.cert_file.clone(),
+            key_file: cfg.key_file.clone(),
+        })
+        .await?;
         Ok(EtcdStorage {
             // No 4 MiB cap on answers: a list of thousands of objects is far larger (as
             // kube-apiserver, which sets the same unlimited size).

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::cluster::profile::{DEFAULT_PROFILE, Profile};
+use crate::cluster::{backup, setup};
 use crate::etcd::server::{self, ServeConfig, TlsFiles};
 use crate::etcd::snapshot;
 
@@ -13,8 +15,17 @@ use crate::etcd::snapshot;
 pub enum EtcdCommand {
     /// Run the etcd-compatible store (the process the cluster's supervisor runs as `etcd`).
     Serve(ServeArgs),
-    /// Restore a snapshot image (from `etcdctl snapshot save`) into a new data dir.
+    /// Restore a snapshot: into the profile's running cluster (stops the control plane,
+    /// restores, starts it again), or with --data-dir into a new data dir.
     Restore(RestoreArgs),
+    /// Take a consistent snapshot of the running cluster's store (over mutual TLS).
+    Backup(BackupArgs),
+    /// List the profile's snapshots with their revision and size.
+    Backups {
+        /// The profile (cluster) name.
+        #[arg(long, short = 'p', default_value = DEFAULT_PROFILE, env = "MINIK_PROFILE")]
+        name: String,
+    },
     /// Inspect snapshot images.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -47,8 +58,9 @@ pub struct ServeArgs {
     /// CA bundle client certificates are checked against.
     #[arg(long)]
     pub trusted_ca_file: Option<PathBuf>,
-    /// Require a client certificate signed by --trusted-ca-file.
-    #[arg(long)]
+    /// Require a client certificate signed by --trusted-ca-file (`--client-cert-auth` or
+    /// `--client-cert-auth=true`, as etcd takes it).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     pub client_cert_auth: bool,
     /// How often idle watchers that asked for progress notifications get one (e.g. 10m, 5s).
     #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = parse_duration)]
@@ -59,9 +71,22 @@ pub struct ServeArgs {
 pub struct RestoreArgs {
     /// The snapshot image.
     pub file: PathBuf,
-    /// The data dir to create (must not exist or be empty).
+    /// Restore into this new data dir (must not exist or be empty) instead of a profile.
     #[arg(long)]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    /// The profile (cluster) to restore into.
+    #[arg(long, short = 'p', default_value = DEFAULT_PROFILE, env = "MINIK_PROFILE", conflicts_with = "data_dir")]
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// The snapshot file (default: `<state>/backups/<timestamp>.snap`).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// The profile (cluster) name.
+    #[arg(long, short = 'p', default_value = DEFAULT_PROFILE, env = "MINIK_PROFILE")]
+    pub name: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,27 +107,7 @@ pub enum OutputFormat {
     Json,
 }
 
-/// Parses durations as etcd's flags write them: `500ms`, `5s`, `10m`, `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(|| format!("{s:?}: missing unit (ms, s, m or h)"))?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: not a number followed by a unit"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    if secs <= 0.0 {
-        return Err(format!("{s:?}: must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+pub use crate::cluster::config::parse_duration;
 
 pub fn run(cmd: EtcdCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -142,15 +147,62 @@ pub fn run(cmd: EtcdCommand) -> anyhow::Result<ExitCode> {
             super::runtime()?.block_on(server::serve(config, super::shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
-        EtcdCommand::Restore(a) => {
-            let st = snapshot::restore(&a.file, &a.data_dir)?;
+        EtcdCommand::Restore(RestoreArgs {
+            file,
+            data_dir: Some(data_dir),
+            ..
+        }) => {
+            let st = snapshot::restore(&file, &data_dir)?;
             println!(
                 "restored snapshot {} into {} (revision {}, {} keys)",
-                a.file.display(),
-                a.data_dir.display(),
+                file.display(),
+                data_dir.display(),
                 st.revision,
                 st.total_keys
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        EtcdCommand::Restore(a) => restore_profile(&a.file, &a.name),
+        EtcdCommand::Backup(a) => {
+            let profile = existing(&a.name)?;
+            let cfg = setup::load_config(&profile)?;
+            let info = super::runtime()?.block_on(backup::save(&profile, &cfg, a.output, ""))?;
+            println!(
+                "Snapshot saved to {} (revision {}, {} keys, {})",
+                info.path.display(),
+                info.revision,
+                info.keys,
+                human_bytes(info.size)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        EtcdCommand::Backups { name } => {
+            let profile = existing(&name)?;
+            let list = backup::list(&profile);
+            if list.is_empty() {
+                println!("No snapshots in {}", profile.backups_dir().display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<44} {:>9} {:>6} {:>9}  TIME",
+                "FILE", "REVISION", "KEYS", "SIZE"
+            );
+            for b in list {
+                match b {
+                    Ok(b) => println!(
+                        "{:<44} {:>9} {:>6} {:>9}  {}",
+                        b.path
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        b.revision,
+                        b.keys,
+                        human_bytes(b.size),
+                        b.time
+                    ),
+                    Err((path, e)) => println!("{:<44} unreadable: {e}", path.display()),
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         EtcdCommand::Snapshot(SnapshotCommand::Status { file, write_out }) => {
@@ -180,6 +232,48 @@ pub fn run(cmd: EtcdCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn existing(name: &str) -> anyhow::Result<Profile> {
+    let profile = Profile::named(name)?;
+    if !profile.exists() {
+        anyhow::bail!(
+            "profile {:?} does not exist (`minik profile list`)",
+            profile.name
+        );
+    }
+    Ok(profile)
+}
+
+/// Restores a snapshot into a profile: stop the control plane, replace the store's data, start
+/// it again if it was running. The cluster comes back holding exactly the snapshot's objects.
+fn restore_profile(file: &std::path::Path, name: &str) -> anyhow::Result<ExitCode> {
+    let profile = existing(name)?;
+    let cfg = setup::load_config(&profile)?;
+    if !cfg.etcd.servers.is_empty() {
+        anyhow::bail!("this profile uses an external etcd: restore it with that etcd's tools");
+    }
+    // Check the file before stopping anything.
+    let st = snapshot::status(file)?;
+    let was_running = super::lifecycle::stop(&profile)?;
+    if was_running {
+        println!("* Stopped the control plane of profile {:?}", profile.name);
+    }
+    backup::restore_data(&profile, file)?;
+    println!(
+        "* Restored {} (revision {}, {} keys)",
+        file.display(),
+        st.revision,
+        st.total_keys
+    );
+    if !was_running {
+        println!(
+            "* Profile {:?} was not running; `minik up` starts it with the restored data",
+            profile.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    super::up::run(super::up::UpArgs::resume(&profile.name))
 }
 
 /// Sizes as etcdctl prints them (go-humanize: 1.2 MB, 20 kB).

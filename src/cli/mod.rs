@@ -8,6 +8,11 @@ mod apiserver;
 mod bench;
 mod certs;
 mod etcd;
+mod kubectl;
+mod lifecycle;
+mod logs;
+mod status;
+mod up;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -34,6 +39,27 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Create (or resume) a cluster: the control plane as supervised local processes.
+    Up(up::UpArgs),
+    /// Stop a cluster's processes, keeping its data (`up` resumes it).
+    Down(lifecycle::DownArgs),
+    /// Delete a cluster: its processes, its state folder and its kubeconfig context.
+    Delete(lifecycle::DeleteArgs),
+    /// Each component's state, pid, uptime, restarts and memory (exit code 0 only when healthy).
+    Status(status::StatusArgs),
+    /// A component's log (all of them when none is named).
+    Logs(logs::LogsArgs),
+    /// Profiles (clusters) on this machine.
+    #[command(subcommand)]
+    Profile(status::ProfileCommand),
+    /// Run kubectl against the cluster (your kubectl, with the profile's kubeconfig).
+    Kubectl(kubectl::KubectlArgs),
+    /// The supervisor daemon `up` starts (runs the profile's static pods).
+    #[command(hide = true)]
+    Supervisor {
+        #[arg(long)]
+        profile_dir: std::path::PathBuf,
+    },
     /// The etcd-compatible store: serve it, inspect and restore snapshots.
     #[command(subcommand)]
     Etcd(etcd::EtcdCommand),
@@ -55,16 +81,41 @@ fn multicall_args(args: Vec<OsString>) -> Vec<OsString> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let prefix: &[&str] = match name.as_str() {
-        "etcd" => &["minik", "etcd", "serve"],
-        "kube-apiserver" => &["minik", "apiserver"],
-        _ => return args,
+    let Some(prefix) = component_args(&name) else {
+        return args;
     };
+    set_process_name(&name);
     prefix
         .iter()
         .map(OsString::from)
         .chain(args.into_iter().skip(1))
         .collect()
+}
+
+/// The `minik` arguments a component name (argv[0]) stands for.
+fn component_args(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "etcd" => &["minik", "etcd", "serve"],
+        "kube-apiserver" => &["minik", "apiserver"],
+        _ => return None,
+    })
+}
+
+/// Whether `name` is a component the multi-call binary runs when started under that name.
+pub fn is_component_name(name: &str) -> bool {
+    component_args(name).is_some()
+}
+
+/// Sets the process name (`/proc/self/comm`, what `ps -e`, `top` and `pgrep` show) to the
+/// component's (cut to 15 bytes, as the kernel keeps it: `kube-controller`, like the real one).
+fn set_process_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from buf.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
 }
 
 fn init_logging(level: &str) {
@@ -86,6 +137,16 @@ pub fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Apiserver(a) => apiserver::run(a),
         Command::Certs(a) => certs::run(a),
+        Command::Up(a) => up::run(a),
+        Command::Down(a) => lifecycle::down(a),
+        Command::Delete(a) => lifecycle::delete(a),
+        Command::Status(a) => status::status(a),
+        Command::Logs(a) => logs::run(a),
+        Command::Profile(cmd) => status::profile(cmd),
+        Command::Kubectl(a) => kubectl::run(a),
+        Command::Supervisor { profile_dir } => {
+            crate::supervisor::run(&profile_dir).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -109,6 +109,9 @@ pub struct Pki {
     ca: Issuer<'static, KeyPair>,
 }
 
+/// The etcd CA's common name (kubeadm's: etcd has a CA of its own, under `pki/etcd/`).
+pub const ETCD_CA_COMMON_NAME: &str = "etcd-ca";
+
 impl std::fmt::Debug for Pki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pki").field("dir", &self.dir).finish()
@@ -120,25 +123,7 @@ impl Pki {
     /// certificate, the admin client certificate and the service-account key pair. Refuses to
     /// overwrite an existing `ca.key`, so a cluster's CA is never replaced by accident.
     pub fn create(dir: &Path, serving: &ServingOptions) -> anyhow::Result<Pki> {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let ca_paths = CertPaths::in_dir(dir, "ca");
-        if ca_paths.key.exists() {
-            bail!(
-                "{} already exists; open the PKI instead of creating it again (or remove the \
-                 folder to start a new cluster)",
-                ca_paths.key.display()
-            );
-        }
-        let ca_key = KeyPair::generate().context("generating the CA key")?;
-        let ca_cert = ca_params()
-            .self_signed(&ca_key)
-            .context("self-signing the CA")?;
-        write_file(&ca_paths.cert, &ca_cert.pem(), 0o644)?;
-        write_file(&ca_paths.key, &ca_key.serialize_pem(), 0o600)?;
-        let pki = Pki {
-            dir: dir.to_path_buf(),
-            ca: Issuer::new(ca_params(), ca_key),
-        };
+        let pki = Pki::create_ca(dir, CA_COMMON_NAME)?;
 
         let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         sans.push(
@@ -153,13 +138,7 @@ impl Pki {
                 sans.push(s.clone());
             }
         }
-        pki.issue(
-            "apiserver",
-            APISERVER_COMMON_NAME,
-            &[],
-            &sans,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )?;
+        pki.serving("apiserver", APISERVER_COMMON_NAME, &sans)?;
         pki.client("admin", ADMIN_USER, &[MASTERS_GROUP])?;
 
         let sa = KeyPair::generate().context("generating the service-account key")?;
@@ -168,15 +147,55 @@ impl Pki {
         Ok(pki)
     }
 
+    /// Generates only a CA (`ca.crt`/`ca.key`, common name `cn`) into `dir`, e.g. etcd's own CA
+    /// in `pki/etcd/`. Refuses to replace an existing CA key.
+    pub fn create_ca(dir: &Path, cn: &str) -> anyhow::Result<Pki> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let ca_paths = CertPaths::in_dir(dir, "ca");
+        if ca_paths.key.exists() {
+            bail!(
+                "{} already exists; open the PKI instead of creating it again (or remove the \
+                 folder to start a new cluster)",
+                ca_paths.key.display()
+            );
+        }
+        let ca_key = KeyPair::generate().context("generating the CA key")?;
+        let ca_cert = ca_params(cn)
+            .self_signed(&ca_key)
+            .context("self-signing the CA")?;
+        write_file(&ca_paths.cert, &ca_cert.pem(), 0o644)?;
+        write_file(&ca_paths.key, &ca_key.serialize_pem(), 0o600)?;
+        Ok(Pki {
+            dir: dir.to_path_buf(),
+            ca: Issuer::new(ca_params(cn), ca_key),
+        })
+    }
+
     /// Opens a PKI made by [`Pki::create`], to issue more certificates from its CA.
     pub fn open(dir: &Path) -> anyhow::Result<Pki> {
+        Pki::open_ca(dir, CA_COMMON_NAME)
+    }
+
+    /// Opens a CA made by [`Pki::create_ca`] with common name `cn`.
+    pub fn open_ca(dir: &Path, cn: &str) -> anyhow::Result<Pki> {
         let key_path = CertPaths::in_dir(dir, "ca").key;
         let key = KeyPair::from_pem(&read(&key_path)?)
             .with_context(|| format!("{} is not a PEM private key", key_path.display()))?;
         Ok(Pki {
             dir: dir.to_path_buf(),
-            ca: Issuer::new(ca_params(), key),
+            ca: Issuer::new(ca_params(cn), key),
         })
+    }
+
+    /// Issues a serving certificate for `sans` (host names or IP addresses) as `<name>.crt` /
+    /// `<name>.key`, e.g. etcd's `server` certificate.
+    pub fn serving(&self, name: &str, cn: &str, sans: &[String]) -> anyhow::Result<CertPaths> {
+        self.issue(name, cn, &[], sans, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// The certificate and key called `name` in this folder (whether or not they exist).
+    pub fn paths(&self, name: &str) -> CertPaths {
+        CertPaths::in_dir(&self.dir, name)
     }
 
     /// The folder holding the files.
@@ -286,10 +305,9 @@ impl Pki {
 
 /// The CA's parameters; the same every time, so that [`Pki::open`] rebuilds the issuer (its
 /// distinguished name and key usages) from the key alone.
-fn ca_params() -> CertificateParams {
+fn ca_params(cn: &str) -> CertificateParams {
     let mut p = CertificateParams::default();
-    p.distinguished_name
-        .push(DnType::CommonName, CA_COMMON_NAME);
+    p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,

@@ -10,9 +10,12 @@
 //! - [`lease`]: leases and their expiry;
 //! - [`server`]: the gRPC services and `minik etcd serve`;
 //! - [`snapshot`]: snapshot images (save, status, restore);
+//! - [`client`]: a gRPC connection to a store (minik's or a real etcd), for the API server and
+//!   `minik etcd backup`;
 //! - [`error`]: etcd's error messages and codes; [`codec`]: the gRPC codec with etcd's request checks;
 //! - [`proto`]: the etcd v3 API generated from `proto/etcd/*.proto`.
 
+pub mod client;
 pub mod codec;
 pub mod error;
 pub mod lease;
