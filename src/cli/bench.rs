@@ -24,6 +24,19 @@ pub enum BenchCommand {
     /// non-zero when something is incorrect (failed requests, lost or reordered watch events);
     /// missed performance targets are reported as FAIL lines only.
     Apiserver(ApiServerBenchArgs),
+    /// `minik up` to a ready control plane (new profile and resume), and the idle control
+    /// plane's memory (RSS and PSS of every process). Markdown on stdout.
+    Up(UpBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UpBenchArgs {
+    /// How many profiles to bring up (each: new, down, resume, delete).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Seconds the first control plane idles before its memory is read.
+    #[arg(long, default_value_t = 5.0)]
+    pub settle: f64,
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +152,20 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         Ok(ExitCode::from(130))
                     }
                 }
+            })
+        }
+        BenchCommand::Up(a) => {
+            if a.runs == 0 {
+                anyhow::bail!("--runs must be at least 1");
+            }
+            let ok = crate::bench::up::run(&crate::bench::up::Options {
+                runs: a.runs,
+                settle: Duration::from_secs_f64(a.settle.clamp(0.0, 600.0)),
+            })?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             })
         }
         BenchCommand::Etcd(a) => {

@@ -311,6 +311,7 @@ fn spawn_supervisor(profile: &Profile) -> anyhow::Result<u32> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let mut cmd = std::process::Command::new(exe);
+    cmd.envs(crate::cluster::manifests::ALLOCATOR_ENV);
     cmd.arg0("minik-supervisor")
         .arg("supervisor")
         .arg("--profile-dir")

@@ -101,6 +101,20 @@ impl Component {
             .split_first()
             .ok_or_else(|| std::io::Error::other("the manifest has no command"))?;
         let mut cmd = Command::new(program);
+        // The container's `env` entries with a value (valueFrom needs a kubelet: not here).
+        let env = self
+            .pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default();
+        for e in env {
+            if let Some(v) = e.value {
+                cmd.env(e.name, v);
+            }
+        }
         cmd.arg0(argv0)
             .args(args)
             .stdin(Stdio::null())
