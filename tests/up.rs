@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const MINIK: &str = env!("CARGO_BIN_EXE_minik");
 
 struct Lab {
@@ -758,4 +760,43 @@ fn without_docker_the_control_plane_still_comes_up() {
         "{st}"
     );
     assert_eq!(st["healthy"], true);
+}
+
+#[test]
+fn an_external_etcd_replaces_the_embedded_store() {
+    let etcd = common::Server::real_etcd(None);
+    let lab = Lab::new();
+    let out = lab.ok(&[
+        "up",
+        "--name",
+        "ext",
+        "--etcd-servers",
+        &etcd.endpoint(),
+        "--wait",
+        "60s",
+    ]);
+    assert!(out.contains("Done!"), "{out}");
+    // No local store: no etcd manifest, no etcd process, no etcd mirror pod.
+    assert!(!lab.profile_dir("ext").join("manifests/etcd.yaml").exists());
+    let st = lab.status("ext");
+    assert_eq!(st["etcd"], etcd.endpoint().as_str());
+    assert_eq!(st["components"].as_array().unwrap().len(), 1, "{st}");
+    let pods = lab.kubectl_ok(
+        "minik-ext",
+        &["get", "pods", "-n", "kube-system", "-o", "name"],
+    );
+    assert_eq!(pods.trim(), "pod/kube-apiserver-ext");
+    // The objects are in the real etcd, under Kubernetes' key layout.
+    lab.kubectl_ok("minik-ext", &["create", "namespace", "outside"]);
+    let keys = common::etcdctl(
+        &etcd,
+        &["get", "/registry/namespaces/", "--prefix", "--keys-only"],
+        None,
+    );
+    let keys = String::from_utf8_lossy(&keys.stdout);
+    assert!(keys.contains("/registry/namespaces/outside"), "{keys}");
+    // A backup of an external etcd is its owners' job.
+    let out = lab.minik(&["etcd", "backup", "--name", "ext"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("external etcd"));
 }

@@ -8,6 +8,7 @@ mod apiserver;
 mod bench;
 mod certs;
 mod etcd;
+mod etcdctl;
 mod kubectl;
 mod lifecycle;
 mod logs;
@@ -54,6 +55,9 @@ pub enum Command {
     Profile(status::ProfileCommand),
     /// Run kubectl against the cluster (your kubectl, with the profile's kubeconfig).
     Kubectl(kubectl::KubectlArgs),
+    /// A built-in etcdctl (get, put, del, watch, member list, endpoint status/health), pointed
+    /// at the cluster's store with its certificates.
+    Etcdctl(etcdctl::EtcdctlArgs),
     /// The supervisor daemon `up` starts (runs the profile's static pods).
     #[command(hide = true)]
     Supervisor {
@@ -144,6 +148,7 @@ pub fn main() -> ExitCode {
         Command::Logs(a) => logs::run(a),
         Command::Profile(cmd) => status::profile(cmd),
         Command::Kubectl(a) => kubectl::run(a),
+        Command::Etcdctl(a) => etcdctl::run(a),
         Command::Supervisor { profile_dir } => {
             crate::supervisor::run(&profile_dir).map(|()| ExitCode::SUCCESS)
         }
