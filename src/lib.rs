@@ -5,6 +5,10 @@
 //!
 //! - [`etcd`]: the etcd-compatible store (the real etcd v3 gRPC API on redb), where all cluster state lives.
 //! - [`apiserver`]: kube-apiserver, the front door of the control plane: the Kubernetes REST API over HTTPS.
+//! - [`scheduler`]: kube-scheduler, which picks a node for each new pod (filters, scores,
+//!   preemption) and binds it.
+//! - [`component_base`]: what every component shares: its health endpoint, API client, leader
+//!   election.
 //! - [`bench`]: benchmarks of minik's components against the real ones (`minik bench …`).
 //! - [`supervisor`]: runs the control plane's static pods as local processes (the kubelet's
 //!   static-pod role on a kubeadm node), with mirror pods in kube-system.
@@ -15,5 +19,7 @@ pub mod apiserver;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod component_base;
 pub mod etcd;
+pub mod scheduler;
 pub mod supervisor;

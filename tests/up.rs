@@ -6,172 +6,16 @@
 //! test fails.
 
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
 
-const MINIK: &str = env!("CARGO_BIN_EXE_minik");
+mod lab;
 
-struct Lab {
-    home: tempfile::TempDir,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        Lab {
-            home: tempfile::Builder::new()
-                .prefix("minik-up-test-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn minik_home(&self) -> PathBuf {
-        self.home.path().join("home")
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.home.path().join("kube/config")
-    }
-
-    fn profile_dir(&self, name: &str) -> PathBuf {
-        self.minik_home().join(name)
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env("MINIK_HOME", self.minik_home())
-            .env("KUBECONFIG", self.kubeconfig())
-            .env_remove("MINIK_PROFILE")
-            .env("NO_COLOR", "1");
-        c
-    }
-
-    fn minik(&self, args: &[&str]) -> Output {
-        self.cmd(MINIK).args(args).output().expect("run minik")
-    }
-
-    /// `minik ARGS`, which must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.minik(args);
-        assert!(
-            out.status.success(),
-            "minik {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn up(&self, name: &str) -> String {
-        self.ok(&["up", "--name", name, "--wait", "60s"])
-    }
-
-    /// The real kubectl against a profile's context.
-    fn kubectl(&self, context: &str, args: &[&str]) -> Output {
-        self.cmd("kubectl")
-            .arg("--context")
-            .arg(context)
-            .args(args)
-            .output()
-            .expect("the real kubectl must be installed (it is never skipped)")
-    }
-
-    fn kubectl_ok(&self, context: &str, args: &[&str]) -> String {
-        let out = self.kubectl(context, args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn status(&self, name: &str) -> Value {
-        let out = self.minik(&["status", "--name", name, "-o", "json"]);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "status -o json: {e}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    }
-
-    fn component_pid(&self, profile: &str, component: &str) -> Option<u64> {
-        let st = self.status(profile);
-        st["components"]
-            .as_array()?
-            .iter()
-            .find(|c| c["name"] == component)?
-            .get("pid")?
-            .as_u64()
-    }
-
-    /// Waits until `f` holds (polling), or fails the test with `what`.
-    fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Processes whose command line mentions this lab's home (i.e. started for it).
-    fn processes(&self) -> Vec<(u32, String)> {
-        let needle = self.minik_home().display().to_string();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(&needle) {
-                out.push((pid, cmdline));
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.minik(&["delete", "--all"]);
-        for (pid, _) in self.processes() {
-            unsafe {
-                libc_kill(pid as i32, 9);
-            }
-        }
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn comm(pid: u64) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
-fn pod_json(lab: &Lab, context: &str, name: &str) -> Value {
-    let out = lab.kubectl_ok(
-        context,
-        &["get", "pod", "-n", "kube-system", name, "-o", "json"],
-    );
-    serde_json::from_str(&out).expect("pod JSON")
-}
+use lab::{Lab, MINIK, comm, libc_kill, pod_json};
 
 #[test]
 fn up_runs_the_control_plane_as_static_pods() {
@@ -192,7 +36,10 @@ fn up_runs_the_control_plane_as_static_pods() {
         .map(|p| p["metadata"]["name"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["etcd-one", "kube-apiserver-one"]);
+    assert_eq!(
+        names,
+        ["etcd-one", "kube-apiserver-one", "kube-scheduler-one"]
+    );
     for p in pods["items"].as_array().unwrap() {
         assert_eq!(p["status"]["phase"], "Running", "{p}");
         assert_eq!(p["status"]["containerStatuses"][0]["ready"], true, "{p}");
@@ -222,7 +69,7 @@ fn up_runs_the_control_plane_as_static_pods() {
 
     // ps shows the components under their Kubernetes names.
     let procs = lab.processes();
-    for name in ["etcd", "kube-apiserver"] {
+    for name in ["etcd", "kube-apiserver", "kube-scheduler"] {
         let pid = lab.component_pid("one", name).expect("pid");
         assert_eq!(comm(pid), name);
         assert!(
@@ -310,7 +157,7 @@ fn a_killed_component_is_restarted_and_nothing_is_lost() {
             "--from-literal=k=v",
         ],
     );
-    for name in ["kube-apiserver", "etcd"] {
+    for name in ["kube-apiserver", "etcd", "kube-scheduler"] {
         let old = lab.component_pid("crash", name).expect("running");
         let t0 = Instant::now();
         unsafe {
@@ -470,7 +317,7 @@ fn down_up_and_backup_restore_keep_the_objects() {
     );
     lab.kubectl_ok(ctx, &["get", "secret", "s", "-n", "team"]);
     let pods = lab.kubectl_ok(ctx, &["get", "pods", "-n", "kube-system"]);
-    assert_eq!(pods.matches("Running").count(), 2, "{pods}");
+    assert_eq!(pods.matches("Running").count(), 3, "{pods}");
 }
 
 #[test]
@@ -780,12 +627,15 @@ fn an_external_etcd_replaces_the_embedded_store() {
     assert!(!lab.profile_dir("ext").join("manifests/etcd.yaml").exists());
     let st = lab.status("ext");
     assert_eq!(st["etcd"], etcd.endpoint().as_str());
-    assert_eq!(st["components"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(st["components"].as_array().unwrap().len(), 2, "{st}");
     let pods = lab.kubectl_ok(
         "minik-ext",
         &["get", "pods", "-n", "kube-system", "-o", "name"],
     );
-    assert_eq!(pods.trim(), "pod/kube-apiserver-ext");
+    assert_eq!(
+        pods.trim(),
+        "pod/kube-apiserver-ext\npod/kube-scheduler-ext"
+    );
     // The objects are in the real etcd, under Kubernetes' key layout.
     lab.kubectl_ok("minik-ext", &["create", "namespace", "outside"]);
     let keys = common::etcdctl(

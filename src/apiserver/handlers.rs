@@ -609,6 +609,9 @@ pub(super) async fn create_object(
         }
     }
     admission::prepare_create(r, &mut obj, &uid);
+    if r.group.is_empty() && r.name == "pods" {
+        priority_admission(ctx, &mut obj, &name).await?;
+    }
     if !opts.applying {
         obj = track(ctx, r, None, obj, &opts.manager, "");
     }
@@ -644,6 +647,62 @@ pub(super) async fn create_object(
     }
     obj["metadata"]["resourceVersion"] = json!(rev.to_string());
     Ok((StatusCode::CREATED, obj))
+}
+
+/// The Priority admission plugin: a pod's `priorityClassName` becomes its `spec.priority` (and
+/// its `preemptionPolicy`, unless set). The two classes every cluster has,
+/// `system-node-critical` and `system-cluster-critical`, need no object. (A `globalDefault`
+/// class is not looked up: a pod without a class gets priority 0.)
+async fn priority_admission(ctx: &Ctx, obj: &mut Value, name: &str) -> Result<(), ApiError> {
+    let Some(class) = obj["spec"]["priorityClassName"]
+        .as_str()
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    let (value, policy) = match class.as_str() {
+        "system-node-critical" => (2_000_001_000i64, None),
+        "system-cluster-critical" => (2_000_000_000, None),
+        _ => {
+            let Some(pc) = super::resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+            else {
+                return Ok(());
+            };
+            let stored = ctx.storage.get(&pc.key(None, &class)).await.ok();
+            let Some(pc) = stored.and_then(|s| s.object().ok()) else {
+                return Err(ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!(
+                        "pods \"{name}\" is forbidden: no PriorityClass with name {class} was found"
+                    ),
+                ));
+            };
+            (
+                pc["value"].as_i64().unwrap_or(0),
+                pc["preemptionPolicy"].as_str().map(str::to_string),
+            )
+        }
+    };
+    let spec = &mut obj["spec"];
+    if let Some(given) = spec["priority"].as_i64()
+        && given != value
+        && given != 0
+    {
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "pods \"{name}\" is forbidden: the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+            ),
+        ));
+    }
+    spec["priority"] = json!(value);
+    if let Some(p) = policy {
+        spec["preemptionPolicy"] = json!(p);
+    }
+    Ok(())
 }
 
 /// Every stored object of the target's type in all namespaces (for allocations and checks).

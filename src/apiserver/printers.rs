@@ -1300,22 +1300,8 @@ pub fn wants_table(accept: &str) -> bool {
 
 /// Seconds since the epoch of an RFC 3339 UTC timestamp (`2026-11-22T01:52:59Z`).
 pub fn parse_timestamp(ts: &str) -> Option<i64> {
-    let b = ts.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| ts.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    // Time (`…:59Z`) and MicroTime (`…:59.123456Z`, events' eventTime) alike.
+    ts.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
 }
 
 fn age(ts: Option<&str>, now: i64) -> String {
@@ -1389,6 +1375,7 @@ mod tests {
             Some(true)
         );
         assert_eq!(parse_timestamp("garbage"), None);
+        assert_eq!(parse_timestamp("1970-01-02T00:00:01.123456Z"), Some(86_401));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod etcdctl;
 mod kubectl;
 mod lifecycle;
 mod logs;
+mod scheduler;
 mod status;
 mod up;
 
@@ -72,6 +73,9 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Run the Kubernetes API server (the process the supervisor runs as `kube-apiserver`).
     Apiserver(apiserver::ApiServerArgs),
+    /// Run the scheduler (the process the supervisor runs as `kube-scheduler`), or explain
+    /// its decision for a pod (`minik scheduler why NAMESPACE/POD`).
+    Scheduler(scheduler::SchedulerArgs),
     /// Generate a cluster PKI and an admin kubeconfig (for running `minik apiserver` by hand).
     Certs(certs::CertsArgs),
 }
@@ -101,6 +105,7 @@ fn component_args(name: &str) -> Option<&'static [&'static str]> {
     Some(match name {
         "etcd" => &["minik", "etcd", "serve"],
         "kube-apiserver" => &["minik", "apiserver"],
+        "kube-scheduler" => &["minik", "scheduler"],
         _ => return None,
     })
 }
@@ -149,6 +154,7 @@ pub fn main() -> ExitCode {
         Command::Profile(cmd) => status::profile(cmd),
         Command::Kubectl(a) => kubectl::run(a),
         Command::Etcdctl(a) => etcdctl::run(a),
+        Command::Scheduler(a) => scheduler::run(a),
         Command::Supervisor { profile_dir } => {
             crate::supervisor::run(&profile_dir).map(|()| ExitCode::SUCCESS)
         }

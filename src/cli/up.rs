@@ -266,11 +266,19 @@ fn new_config(a: &UpArgs, profile: &Profile) -> anyhow::Result<ClusterConfig> {
         None if others && !from_file => 0,
         None => cfg.ports.etcd,
     };
-    if cfg.ports.apiserver == 0 {
-        cfg.ports.apiserver = free_port()?;
+    if others && !from_file {
+        cfg.ports.scheduler = 0;
+        cfg.ports.controller_manager = 0;
     }
-    if cfg.ports.etcd == 0 {
-        cfg.ports.etcd = free_port()?;
+    for port in [
+        &mut cfg.ports.apiserver,
+        &mut cfg.ports.etcd,
+        &mut cfg.ports.scheduler,
+        &mut cfg.ports.controller_manager,
+    ] {
+        if *port == 0 {
+            *port = free_port()?;
+        }
     }
     cfg.check()
         .map_err(|(field, msg)| anyhow::anyhow!("{field}: {msg}"))?;
@@ -284,7 +292,10 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Refuses ports another process listens on, naming the port and the process.
 fn check_ports(cfg: &ClusterConfig) -> anyhow::Result<()> {
-    let mut wanted = vec![("apiserver", cfg.ports.apiserver)];
+    let mut wanted = vec![
+        ("apiserver", cfg.ports.apiserver),
+        ("scheduler", cfg.ports.scheduler),
+    ];
     if cfg.etcd.servers.is_empty() {
         wanted.push(("etcd", cfg.ports.etcd));
     }

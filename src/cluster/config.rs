@@ -7,6 +7,8 @@
 //! ports:
 //!   apiserver: 6443              # 0 = any free port
 //!   etcd: 2379
+//!   scheduler: 10259
+//!   controllerManager: 10257
 //! networking:
 //!   serviceSubnet: 10.96.0.0/12
 //!   nodePortRange: 30000-32767
@@ -66,6 +68,12 @@ pub struct Ports {
     pub apiserver: u16,
     #[serde(default = "default_etcd_port")]
     pub etcd: u16,
+    /// kube-scheduler's health endpoint (`--secure-port`).
+    #[serde(default = "default_scheduler_port")]
+    pub scheduler: u16,
+    /// kube-controller-manager's health endpoint (`--secure-port`).
+    #[serde(default = "default_controller_manager_port")]
+    pub controller_manager: u16,
 }
 
 fn default_apiserver_port() -> u16 {
@@ -74,12 +82,20 @@ fn default_apiserver_port() -> u16 {
 fn default_etcd_port() -> u16 {
     2379
 }
+fn default_scheduler_port() -> u16 {
+    10259
+}
+fn default_controller_manager_port() -> u16 {
+    10257
+}
 
 impl Default for Ports {
     fn default() -> Ports {
         Ports {
             apiserver: default_apiserver_port(),
             etcd: default_etcd_port(),
+            scheduler: default_scheduler_port(),
+            controller_manager: default_controller_manager_port(),
         }
     }
 }
@@ -208,14 +224,19 @@ impl ClusterConfig {
                 format!("invalid value {}: must be between 1 and 100", self.nodes),
             );
         }
-        if self.ports.apiserver != 0 && self.ports.apiserver == self.ports.etcd {
-            return err(
-                "ports.etcd",
-                format!(
-                    "invalid value {}: the same port as ports.apiserver",
-                    self.ports.etcd
-                ),
-            );
+        let ports = [
+            ("ports.apiserver", self.ports.apiserver),
+            ("ports.etcd", self.ports.etcd),
+            ("ports.scheduler", self.ports.scheduler),
+            ("ports.controllerManager", self.ports.controller_manager),
+        ];
+        for (i, (field, port)) in ports.iter().enumerate() {
+            if let Some((other, _)) = ports[..i].iter().find(|(_, p)| *p == *port && *p != 0) {
+                return err(
+                    field,
+                    format!("invalid value {port}: the same port as {other}"),
+                );
+            }
         }
         if let Err(m) = parse_cidr(&self.networking.service_subnet) {
             return err("networking.serviceSubnet", m);

@@ -22,7 +22,7 @@ use super::config::ClusterConfig;
 use super::profile::Profile;
 
 /// The components minik writes manifests for, in start order (each waits for the ones before).
-pub const CONTROL_PLANE: [&str; 2] = ["etcd", "kube-apiserver"];
+pub const CONTROL_PLANE: [&str; 3] = ["etcd", "kube-apiserver", "kube-scheduler"];
 
 /// Environment for minik's processes: mimalloc commits its arenas on demand instead of up front
 /// (with the default, an idle control plane's resident memory is about twice as large).
@@ -226,6 +226,26 @@ pub fn manifest(component: &str, profile: &Profile, cfg: &ClusterConfig) -> serd
                     format!("127.0.0.1:{port}")}),
             )
         }
+        "kube-scheduler" => {
+            let conf = profile.conf("scheduler").display().to_string();
+            let port = cfg.ports.scheduler;
+            (
+                vec![
+                    "kube-scheduler".to_string(),
+                    format!("--authentication-kubeconfig={conf}"),
+                    format!("--authorization-kubeconfig={conf}"),
+                    "--bind-address=127.0.0.1".to_string(),
+                    format!("--kubeconfig={conf}"),
+                    "--leader-elect=true".to_string(),
+                    format!("--secure-port={port}"),
+                ],
+                json!({
+                    "livenessProbe": https_probe("/healthz", port, 8),
+                    "startupProbe": https_probe("/healthz", port, 24),
+                }),
+                json!({}),
+            )
+        }
         other => (vec![other.to_string()], json!({}), json!({})),
     };
     command.extend(cfg.extra_flags(component));
@@ -235,8 +255,11 @@ pub fn manifest(component: &str, profile: &Profile, cfg: &ClusterConfig) -> serd
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "env": ALLOCATOR_ENV.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
-        "resources": {"requests": {"cpu": if component == "kube-apiserver" {"250m"} else {"100m"},
-                                   "memory": "100Mi"}},
+        "resources": {"requests": match component {
+            "kube-apiserver" => json!({"cpu": "250m"}),
+            "kube-scheduler" => json!({"cpu": "100m"}),
+            _ => json!({"cpu": "100m", "memory": "100Mi"}),
+        }},
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
     });

@@ -34,30 +34,7 @@ async fn attempt(probe: &Probe) -> Result<(), String> {
         let port = port_of(&h.port)?;
         let path = h.path.clone().unwrap_or_else(|| "/".into());
         let https = h.scheme.as_deref() == Some("HTTPS");
-        let tcp = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| format!("Get \"{}://{host}:{port}{path}\": {e}", scheme(https)))?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-        );
-        let response = if https {
-            let connector = tokio_rustls::TlsConnector::from(insecure_client()?);
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| format!("{host}: {e}"))?;
-            let mut tls = connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
-            exchange(&mut tls, &request).await?
-        } else {
-            let mut tcp = tcp;
-            exchange(&mut tcp, &request).await?
-        };
-        let status: u16 = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| "not an HTTP response".to_string())?;
+        let (status, _) = http_get(&host, port, &path, https).await?;
         return if (200..400).contains(&status) {
             Ok(())
         } else {
@@ -99,6 +76,46 @@ fn scheme(https: bool) -> &'static str {
     if https { "https" } else { "http" }
 }
 
+/// `GET path` over HTTP or HTTPS (any server certificate accepted, as the kubelet's probes
+/// do): the status code and the body. Also what `minik scheduler why` reads debug pages with.
+pub async fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    https: bool,
+) -> Result<(u16, String), String> {
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("Get \"{}://{host}:{port}{path}\": {e}", scheme(https)))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    let response = if https {
+        let connector = tokio_rustls::TlsConnector::from(insecure_client()?);
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host}: {e}"))?;
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
+        exchange(&mut tls, &request).await?
+    } else {
+        let mut tcp = tcp;
+        exchange(&mut tcp, &request).await?
+    };
+    let status: u16 = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| "not an HTTP response".to_string())?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Sends the request and reads the response until the server closes (at most 16 MiB).
 async fn exchange<S>(stream: &mut S, request: &str) -> Result<String, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -107,23 +124,21 @@ where
         .write_all(request.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 512];
-    let mut n = 0;
-    // The status line is all a probe needs.
-    while n < buf.len() {
-        let read = stream
-            .read(&mut buf[n..])
-            .await
-            .map_err(|e| e.to_string())?;
-        if read == 0 {
-            break;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A TLS peer that closes without close_notify: what was read is the answer.
+            Err(_) if !buf.is_empty() => break,
+            Err(e) => return Err(e.to_string()),
         }
-        n += read;
-        if buf[..n].contains(&b'\n') {
+        if buf.len() > 16 << 20 {
             break;
         }
     }
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// A TLS client that accepts any server certificate, as the kubelet's HTTPS probes do.
