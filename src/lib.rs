@@ -7,6 +7,7 @@
 //! - [`apiserver`]: kube-apiserver, the front door of the control plane: the Kubernetes REST API over HTTPS.
 //! - [`scheduler`]: kube-scheduler, which picks a node for each new pod (filters, scores,
 //!   preemption) and binds it.
+//! - [`fake_kubelet`]: simulated nodes for scale labs (kwok-style): Leases, pods marked Running.
 //! - [`component_base`]: what every component shares: its health endpoint, API client, leader
 //!   election.
 //! - [`bench`]: benchmarks of minik's components against the real ones (`minik bench …`).
@@ -21,5 +22,6 @@ pub mod cli;
 pub mod cluster;
 pub mod component_base;
 pub mod etcd;
+pub mod fake_kubelet;
 pub mod scheduler;
 pub mod supervisor;

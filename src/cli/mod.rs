@@ -9,6 +9,7 @@ mod bench;
 mod certs;
 mod etcd;
 mod etcdctl;
+mod fake_kubelet;
 mod kubectl;
 mod lifecycle;
 mod logs;
@@ -76,6 +77,11 @@ pub enum Command {
     /// Run the scheduler (the process the supervisor runs as `kube-scheduler`), or explain
     /// its decision for a pod (`minik scheduler why NAMESPACE/POD`).
     Scheduler(scheduler::SchedulerArgs),
+    /// Simulated nodes (the process the supervisor runs for `minik up --fake-nodes N`).
+    FakeKubelet(fake_kubelet::FakeKubeletArgs),
+    /// The cluster's nodes: list them, stop or start a simulated node's heartbeat.
+    #[command(subcommand)]
+    Node(fake_kubelet::NodeCommand),
     /// Generate a cluster PKI and an admin kubeconfig (for running `minik apiserver` by hand).
     Certs(certs::CertsArgs),
 }
@@ -106,6 +112,7 @@ fn component_args(name: &str) -> Option<&'static [&'static str]> {
         "etcd" => &["minik", "etcd", "serve"],
         "kube-apiserver" => &["minik", "apiserver"],
         "kube-scheduler" => &["minik", "scheduler"],
+        "fake-kubelet" => &["minik", "fake-kubelet"],
         _ => return None,
     })
 }
@@ -155,6 +162,8 @@ pub fn main() -> ExitCode {
         Command::Kubectl(a) => kubectl::run(a),
         Command::Etcdctl(a) => etcdctl::run(a),
         Command::Scheduler(a) => scheduler::run(a),
+        Command::FakeKubelet(a) => fake_kubelet::run(a),
+        Command::Node(cmd) => fake_kubelet::node(cmd),
         Command::Supervisor { profile_dir } => {
             crate::supervisor::run(&profile_dir).map(|()| ExitCode::SUCCESS)
         }

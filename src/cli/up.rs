@@ -40,6 +40,12 @@ pub struct UpArgs {
     /// Print only errors.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Simulated nodes to run (kwok-style, `minik fake-kubelet`): pods bound to them "run".
+    #[arg(long)]
+    pub fake_nodes: Option<u32>,
+    /// Simulated nodes from a file: `nodes: [{count, namePrefix, capacity, labels, taints}]`.
+    #[arg(long)]
+    pub fake_node_profile: Option<PathBuf>,
     /// Don't merge the context into your kubeconfig ($KUBECONFIG or ~/.kube/config).
     #[arg(long)]
     pub no_kubeconfig: bool,
@@ -57,6 +63,8 @@ impl UpArgs {
             etcd_servers: Vec::new(),
             wait: Duration::from_secs(120),
             quiet: false,
+            fake_nodes: None,
+            fake_node_profile: None,
             no_kubeconfig: false,
         }
     }
@@ -212,6 +220,11 @@ fn up(a: &UpArgs, profile: &Profile, progress: &mut Progress) -> anyhow::Result<
             "Generating certificates, kubeconfigs and static-pod manifests in {}",
             profile.dir.display()
         ));
+        if let Some(src) = &cfg.fake_node_profile {
+            std::fs::create_dir_all(&profile.dir)?;
+            std::fs::copy(src, profile.dir.join("fake-nodes.yaml"))
+                .with_context(|| format!("copying {src}"))?;
+        }
         if let Err(e) = setup::create(profile, &cfg) {
             // Leave nothing half-made behind: a later `up` starts clean.
             let _ = std::fs::remove_file(profile.config_file());
@@ -251,6 +264,16 @@ fn new_config(a: &UpArgs, profile: &Profile) -> anyhow::Result<ClusterConfig> {
     let from_file = a.config.is_some();
     if let Some(n) = a.nodes {
         cfg.nodes = n;
+    }
+    if let Some(n) = a.fake_nodes {
+        cfg.fake_nodes = n;
+    }
+    if let Some(p) = &a.fake_node_profile {
+        // Checked now, copied into the state folder when the profile is made.
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        crate::fake_kubelet::NodeProfile::parse(&text, &p.display().to_string())?;
+        cfg.fake_node_profile = Some(p.display().to_string());
     }
     if !a.etcd_servers.is_empty() {
         cfg.etcd.servers = a.etcd_servers.clone();

@@ -17,6 +17,8 @@
 //!   snapshots: {interval: 12h, keep: 5}
 //! extraArgs:                     # more flags per component, written into its manifest
 //!   kube-apiserver: {v: "2"}
+//! fakeNodes: 100                 # simulated nodes (minik fake-kubelet), or:
+//! fakeNodeProfile: nodes.yaml    # nodes: [{count, namePrefix, capacity, labels, taints}]
 //! ```
 //!
 //! Unknown keys and bad values are refused with the line and the field, as kubectl refuses a
@@ -55,6 +57,16 @@ pub struct ClusterConfig {
     pub etcd: EtcdConfig,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_args: BTreeMap<String, BTreeMap<String, String>>,
+    /// Simulated nodes (`minik fake-kubelet`): how many default ones.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fake_nodes: u32,
+    /// Simulated nodes from a profile file (`nodes: [{count, namePrefix, capacity, …}]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fake_node_profile: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn one() -> u32 {
@@ -172,6 +184,8 @@ impl Default for ClusterConfig {
             networking: Networking::default(),
             etcd: EtcdConfig::default(),
             extra_args: BTreeMap::new(),
+            fake_nodes: 0,
+            fake_node_profile: None,
         }
     }
 }
@@ -216,6 +230,12 @@ impl ClusterConfig {
             return err(
                 "kind",
                 format!("unsupported value {:?}: must be {KIND:?}", self.kind),
+            );
+        }
+        if self.fake_nodes > 10_000 {
+            return err(
+                "fakeNodes",
+                format!("invalid value {}: at most 10000", self.fake_nodes),
             );
         }
         if !(1..=100).contains(&self.nodes) {

@@ -136,7 +136,8 @@ pub fn read_dir(dir: &Path) -> Vec<(String, anyhow::Result<StaticPod>)> {
 pub fn write_all(profile: &Profile, cfg: &ClusterConfig) -> anyhow::Result<()> {
     let dir = profile.manifests_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for component in CONTROL_PLANE {
+    let fake = (cfg.fake_nodes > 0 || cfg.fake_node_profile.is_some()).then_some("fake-kubelet");
+    for component in CONTROL_PLANE.into_iter().chain(fake) {
         if component == "etcd" && !cfg.etcd.servers.is_empty() {
             continue; // an external etcd: no local store
         }
@@ -245,6 +246,20 @@ pub fn manifest(component: &str, profile: &Profile, cfg: &ClusterConfig) -> serd
                 }),
                 json!({}),
             )
+        }
+        "fake-kubelet" => {
+            let mut cmd = vec![
+                "fake-kubelet".to_string(),
+                format!("--kubeconfig={}", profile.conf("admin").display()),
+            ];
+            match &cfg.fake_node_profile {
+                Some(_) => cmd.push(format!(
+                    "--fake-node-profile={}",
+                    profile.dir.join("fake-nodes.yaml").display()
+                )),
+                None => cmd.push(format!("--nodes={}", cfg.fake_nodes)),
+            }
+            (cmd, json!({}), json!({}))
         }
         other => (vec![other.to_string()], json!({}), json!({})),
     };
