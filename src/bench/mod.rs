@@ -5,12 +5,14 @@
 //! - [`apiserver`]: `minik apiserver` over HTTPS on minik's store and on the real etcd, side by
 //!   side (single-object latency at 1/10/100 clients, LIST of 10,000 pods, watch fan-out).
 //! - [`up`]: `minik up` to a ready control plane, and the idle control plane's memory.
+//! - [`scheduler`]: pods bound per second on simulated nodes, end to end.
 //!
 //! Benchmarks print Markdown to stdout (ready to paste into BENCHMARKS.md) and progress to stderr.
 //! Helpers shared by benchmarks live here: temp dirs, free ports, machine info, tables.
 
 pub mod apiserver;
 pub mod etcd;
+pub mod scheduler;
 pub mod up;
 
 use std::fmt::Write as _;

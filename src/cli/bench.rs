@@ -27,6 +27,25 @@ pub enum BenchCommand {
     /// `minik up` to a ready control plane (new profile and resume), and the idle control
     /// plane's memory (RSS and PSS of every process). Markdown on stdout.
     Up(UpBenchArgs),
+    /// Scheduler throughput end to end on simulated nodes (`minik up --fake-nodes`): pods
+    /// bound per second. Markdown on stdout.
+    Scheduler(SchedulerBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SchedulerBenchArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: u32,
+    /// Pods to create and schedule.
+    #[arg(long, default_value_t = 10_000)]
+    pub pods: usize,
+    /// Concurrent clients creating pods.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +172,15 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                     }
                 }
             })
+        }
+        BenchCommand::Scheduler(a) => {
+            let ok = crate::bench::scheduler::run(&crate::bench::scheduler::Options {
+                nodes: a.nodes,
+                pods: a.pods,
+                clients: a.clients,
+                timeout: Duration::from_secs(a.timeout),
+            })?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         BenchCommand::Up(a) => {
             if a.runs == 0 {

@@ -4,6 +4,7 @@
 //! with the weighted Score plugins and picks the best one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -183,7 +184,8 @@ pub fn pod_requests(spec: &PodSpec, non_zero: bool) -> Resources {
 /// A pod plus what the scheduler derives from it once.
 #[derive(Clone, Debug)]
 pub struct PodInfo {
-    pub pod: Pod,
+    /// Shared with the scheduler's cache: a snapshot holds pointers, not copies.
+    pub pod: Arc<Pod>,
     /// Effective requests (see [`pod_requests`]).
     pub requests: Resources,
     /// Requests with the 100m / 200Mi defaults for scoring (cpu and memory only).
@@ -193,7 +195,8 @@ pub struct PodInfo {
 static EMPTY_SPEC_TOLERATIONS: [Toleration; 0] = [];
 
 impl PodInfo {
-    pub fn new(pod: Pod) -> PodInfo {
+    pub fn new(pod: impl Into<Arc<Pod>>) -> PodInfo {
+        let pod: Arc<Pod> = pod.into();
         let (requests, non_zero_requests) = match pod.spec.as_ref() {
             Some(spec) => (pod_requests(spec, false), pod_requests(spec, true)),
             None => (Resources::default(), Resources::default()),
@@ -294,8 +297,8 @@ impl HostPort {
 /// A node with the pods assigned to it and the resources they request.
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
-    pub node: Node,
-    pub pods: Vec<PodInfo>,
+    pub node: Arc<Node>,
+    pub pods: Vec<Arc<PodInfo>>,
     /// `status.allocatable` (falls back to `status.capacity` when absent).
     pub allocatable: Resources,
     /// Allocatable `pods` count.
@@ -310,7 +313,8 @@ pub struct NodeInfo {
 static EMPTY_TAINTS: [Taint; 0] = [];
 
 impl NodeInfo {
-    pub fn new(node: Node) -> NodeInfo {
+    pub fn new(node: impl Into<Arc<Node>>) -> NodeInfo {
+        let node: Arc<Node> = node.into();
         let status = node.status.as_ref();
         let list = status
             .and_then(|s| s.allocatable.as_ref())
@@ -331,7 +335,8 @@ impl NodeInfo {
         }
     }
 
-    pub fn add_pod(&mut self, pod: PodInfo) {
+    pub fn add_pod(&mut self, pod: impl Into<Arc<PodInfo>>) {
+        let pod: Arc<PodInfo> = pod.into();
         self.requested.add(&pod.requests);
         self.non_zero_requested.milli_cpu =
             (self.non_zero_requested.milli_cpu).saturating_add(pod.non_zero_requests.milli_cpu);
@@ -342,7 +347,7 @@ impl NodeInfo {
     }
 
     /// Removes the pod with this `namespace/name` key; returns it if found.
-    pub fn remove_pod(&mut self, key: &str) -> Option<PodInfo> {
+    pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
         let idx = self.pods.iter().position(|p| p.key() == key)?;
         let pod = self.pods.remove(idx);
         self.requested.sub(&pod.requests);
@@ -410,6 +415,42 @@ impl Snapshot {
         }
     }
 
+    /// Builds a snapshot from shared nodes and pod infos (the scheduler's cache): nothing is
+    /// copied but pointers. Pods whose phase is Succeeded or Failed, or whose node is not in
+    /// the list, don't count.
+    pub fn from_shared(
+        nodes: impl IntoIterator<Item = Arc<Node>>,
+        pods: impl IntoIterator<Item = Arc<PodInfo>>,
+    ) -> Snapshot {
+        let mut infos: Vec<NodeInfo> = nodes.into_iter().map(NodeInfo::new).collect();
+        infos.sort_by(|a, b| a.name().cmp(b.name()));
+        Snapshot::from_node_infos(infos, pods)
+    }
+
+    /// Like [`Snapshot::from_shared`], from NodeInfos without pods (sorted by name).
+    pub fn from_node_infos(
+        mut infos: Vec<NodeInfo>,
+        pods: impl IntoIterator<Item = Arc<PodInfo>>,
+    ) -> Snapshot {
+        infos.dedup_by(|a, b| a.name() == b.name());
+        for pi in pods {
+            let phase = pi.pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Succeeded" | "Failed")) {
+                continue;
+            }
+            let Some(node) = pi.node_name() else {
+                continue;
+            };
+            if let Ok(i) = infos.binary_search_by(|n| n.name().cmp(node)) {
+                infos[i].add_pod(pi);
+            }
+        }
+        Snapshot {
+            nodes: infos,
+            namespace_labels: BTreeMap::new(),
+        }
+    }
+
     /// Adds namespace labels (`name -> labels`) for namespaceSelector matching.
     pub fn with_namespace_labels(mut self, labels: BTreeMap<String, Labels>) -> Snapshot {
         self.namespace_labels = labels;
@@ -434,7 +475,7 @@ impl Snapshot {
     pub fn pods(&self) -> impl Iterator<Item = (&NodeInfo, &PodInfo)> {
         self.nodes
             .iter()
-            .flat_map(|n| n.pods.iter().map(move |p| (n, p)))
+            .flat_map(|n| n.pods.iter().map(move |p| (n, &**p)))
     }
 }
 

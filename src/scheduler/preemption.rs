@@ -93,11 +93,11 @@ pub fn select_victims_on_node(
     pod: &PodInfo,
     snapshot: &Snapshot,
     node_name: &str,
-) -> Result<Vec<PodInfo>, Reason> {
+) -> Result<Vec<std::sync::Arc<PodInfo>>, Reason> {
     let Some(node) = snapshot.node(node_name) else {
         return Err(Reason::unresolvable(ERR_NOT_HELPFUL));
     };
-    let mut potential: Vec<PodInfo> = node
+    let mut potential: Vec<std::sync::Arc<PodInfo>> = node
         .pods
         .iter()
         .filter(|p| p.priority() < pod.priority())
@@ -120,7 +120,7 @@ pub fn select_victims_on_node(
     if let Some(r) = fails(&snap) {
         return Err(r);
     }
-    potential.sort_by(more_important_first);
+    potential.sort_by(|a, b| more_important_first(a, b));
     let mut victims = Vec::new();
     for p in potential {
         if let Some(n) = snap.node_mut(node_name) {
@@ -159,7 +159,7 @@ pub fn preempt(
         };
     }
     let mut statuses = BTreeMap::new();
-    let mut candidates: Vec<(String, Vec<PodInfo>)> = Vec::new();
+    let mut candidates: Vec<(String, Vec<std::sync::Arc<PodInfo>>)> = Vec::new();
     for (node, reason) in &result.diagnosis {
         if reason.code != Code::Unschedulable {
             continue;
@@ -194,8 +194,8 @@ pub fn preempt(
 }
 
 /// Index of the best candidate (victims sorted most important first).
-fn pick_one_node(candidates: &[(String, Vec<PodInfo>)]) -> Option<usize> {
-    let key = |victims: &[PodInfo]| {
+fn pick_one_node(candidates: &[(String, Vec<std::sync::Arc<PodInfo>>)]) -> Option<usize> {
+    let key = |victims: &[std::sync::Arc<PodInfo>]| {
         let highest = victims.first().map(|p| p.priority()).unwrap_or(i32::MIN);
         let sum: i64 = victims
             .iter()
@@ -204,7 +204,7 @@ fn pick_one_node(candidates: &[(String, Vec<PodInfo>)]) -> Option<usize> {
         let earliest_of_highest = victims
             .iter()
             .filter(|p| p.priority() == highest)
-            .map(start_nanos)
+            .map(|p| start_nanos(p))
             .min()
             .unwrap_or(i128::MIN);
         // smaller tuple is better; later start time is better, hence negated

@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use super::queue::Queue;
-use super::{Explanation, Framework, PreemptionOutcome, Snapshot, attempt};
+use super::{Explanation, Framework, NodeInfo, PodInfo, PreemptionOutcome, Snapshot, attempt};
 
 /// The scheduler's name, as pods ask for it in `spec.schedulerName`.
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -46,9 +46,29 @@ pub struct Options {
 struct State {
     queue: Mutex<Queue>,
     wake: tokio::sync::Notify,
-    /// Pods bound by this scheduler, until the cache shows them bound (key → node).
-    assumed: Mutex<HashMap<String, String>>,
+    /// The scheduler's cache: every bound pod (key → its PodInfo, computed once per version),
+    /// and each node without its pods (name → NodeInfo). Snapshots are built from these by
+    /// copying pointers.
+    cache: Mutex<Cache>,
+    /// Pods bound by this scheduler, until the cache shows them bound.
+    assumed: Mutex<HashMap<String, Arc<PodInfo>>>,
     explanations: Mutex<(HashMap<String, Explanation>, VecDeque<String>)>,
+}
+
+#[derive(Default)]
+struct Cache {
+    pods: HashMap<String, Arc<PodInfo>>,
+    nodes: HashMap<String, NodeInfo>,
+    /// While a watch re-lists: what the new list holds so far.
+    relisting_pods: Option<HashMap<String, Arc<PodInfo>>>,
+    relisting_nodes: Option<HashMap<String, NodeInfo>>,
+}
+
+fn is_bound(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
 }
 
 fn key_of(pod: &Pod) -> String {
@@ -85,6 +105,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let state = Arc::new(State {
         queue: Mutex::new(Queue::default()),
         wake: tokio::sync::Notify::new(),
+        cache: Mutex::new(Cache::default()),
         assumed: Mutex::new(HashMap::new()),
         explanations: Mutex::new((HashMap::new(), VecDeque::new())),
     });
@@ -103,13 +124,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     tracing::info!("starting the scheduler");
 
-    let (nodes, nodes_ready) =
-        watch_into::<Node>(Api::all(client.clone()), state.clone(), |state, ev| {
-            if matches!(ev, Event::Apply(_) | Event::InitDone) {
-                state.queue.lock().cluster_changed(Instant::now());
-                state.wake.notify_one();
-            }
-        });
+    let (_nodes, nodes_ready) =
+        watch_into::<Node>(Api::all(client.clone()), state.clone(), on_node_event);
     let (pods, pods_ready) =
         watch_into::<Pod>(Api::all(client.clone()), state.clone(), on_pod_event);
     let (namespaces, namespaces_ready) =
@@ -125,6 +141,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         },
     );
     let framework = Framework::default_profile();
+    // Bindings in flight at once.
+    let binds = Arc::new(tokio::sync::Semaphore::new(64));
     loop {
         let next = state.queue.lock().pop(Instant::now());
         let Some(key) = next else {
@@ -151,32 +169,52 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             state.queue.lock().remove(&key);
             continue;
         }
-        let snapshot = snapshot(&nodes, &pods, &namespaces, &state);
+        let snapshot = snapshot(&namespaces, &state);
         let outcome = attempt(&framework, &pod, &snapshot);
         remember(&state, &key, outcome.explanation());
         let pod_api: Api<Pod> = Api::namespaced(client.clone(), ns);
         let reference = object_ref(&pod);
         match (&outcome.result.selected, &outcome.preemption) {
-            (Some(node), _) => match bind(&pod_api, name, node).await {
-                Ok(()) => {
-                    state.assumed.lock().insert(key.clone(), node.clone());
-                    state.queue.lock().remove(&key);
-                    tracing::info!(pod = %key, %node, "scheduled");
-                    publish(
-                        &recorder,
-                        &reference,
-                        EventType::Normal,
-                        "Scheduled",
-                        "Binding",
-                        format!("Successfully assigned {key} to {node}"),
-                    )
-                    .await;
+            (Some(node), _) => {
+                // Assume the pod on its node at once (the next pods see it there), and bind in
+                // the background: the binding cycle, as kube-scheduler runs it in a goroutine.
+                let mut bound = (*pod).clone();
+                if let Some(spec) = bound.spec.as_mut() {
+                    spec.node_name = Some(node.clone());
                 }
-                Err(e) => {
-                    tracing::warn!(pod = %key, "binding failed: {e}");
-                    state.queue.lock().retry(&key, Instant::now());
-                }
-            },
+                state
+                    .assumed
+                    .lock()
+                    .insert(key.clone(), Arc::new(PodInfo::new(bound)));
+                state.queue.lock().remove(&key);
+                let permit = binds.clone().acquire_owned().await;
+                let (state, recorder, node, name) =
+                    (state.clone(), recorder.clone(), node.clone(), name.to_string());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match bind(&pod_api, &name, &node).await {
+                        Ok(()) => {
+                            tracing::info!(pod = %key, %node, "scheduled");
+                            publish(
+                                &recorder,
+                                &reference,
+                                EventType::Normal,
+                                "Scheduled",
+                                "Binding",
+                                format!("Successfully assigned {key} to {node}"),
+                            )
+                            .await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(pod = %key, "binding failed: {e}");
+                            // Forget the assumption; try again after a back-off.
+                            state.assumed.lock().remove(&key);
+                            state.queue.lock().retry(&key, Instant::now());
+                            state.wake.notify_one();
+                        }
+                    }
+                });
+            }
             (None, preemption) => {
                 let message = outcome
                     .message
@@ -241,12 +279,29 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
 }
 
-/// A pod event: pending pods are queued; a deleted or bound pod may make room for others.
+/// A pod event: the cache follows bound pods; pending pods are queued; a deleted or bound pod
+/// may make room for others.
 fn on_pod_event(state: &State, ev: &Event<Pod>) {
     let now = Instant::now();
     match ev {
         Event::Apply(pod) | Event::InitApply(pod) => {
             let key = key_of(pod);
+            {
+                let mut cache = state.cache.lock();
+                let info = is_bound(pod).then(|| Arc::new(PodInfo::new(pod.clone())));
+                let target = match (&ev, cache.relisting_pods.as_mut()) {
+                    (Event::InitApply(_), Some(relist)) => relist,
+                    _ => &mut cache.pods,
+                };
+                match info {
+                    Some(i) => {
+                        target.insert(key.clone(), i);
+                    }
+                    None => {
+                        target.remove(&key);
+                    }
+                }
+            }
             if is_pending_for_us(pod) {
                 state.queue.lock().add(&key, priority(pod), created(pod));
             } else {
@@ -261,14 +316,54 @@ fn on_pod_event(state: &State, ev: &Event<Pod>) {
         }
         Event::Delete(pod) => {
             let key = key_of(pod);
+            state.cache.lock().pods.remove(&key);
             state.assumed.lock().remove(&key);
             let mut q = state.queue.lock();
             q.remove(&key);
             q.cluster_changed(now);
         }
-        Event::Init | Event::InitDone => {}
+        Event::Init => state.cache.lock().relisting_pods = Some(HashMap::new()),
+        Event::InitDone => {
+            let mut cache = state.cache.lock();
+            if let Some(pods) = cache.relisting_pods.take() {
+                cache.pods = pods;
+            }
+        }
     }
     state.wake.notify_one();
+}
+
+/// A node event: the cache keeps each node's NodeInfo (its allocatable parsed once); any change
+/// may let unschedulable pods fit.
+fn on_node_event(state: &State, ev: &Event<Node>) {
+    {
+        let mut cache = state.cache.lock();
+        match ev {
+            Event::Apply(n) => {
+                cache.nodes.insert(n.name_any(), NodeInfo::new(n.clone()));
+            }
+            Event::InitApply(n) => {
+                let info = NodeInfo::new(n.clone());
+                match cache.relisting_nodes.as_mut() {
+                    Some(r) => r.insert(n.name_any(), info),
+                    None => cache.nodes.insert(n.name_any(), info),
+                };
+            }
+            Event::Delete(n) => {
+                cache.nodes.remove(&n.name_any());
+            }
+            Event::Init => cache.relisting_nodes = Some(HashMap::new()),
+            Event::InitDone => {
+                if let Some(nodes) = cache.relisting_nodes.take() {
+                    cache.nodes = nodes;
+                }
+            }
+        }
+    }
+    if matches!(ev, Event::Apply(_) | Event::Delete(_) | Event::InitDone) {
+        state.queue.lock().cluster_changed(Instant::now());
+        state.wake.notify_one();
+    }
 }
 
 /// A reflector-backed cache of `K`, with `on_event` called for each watch event. Returns the
@@ -310,39 +405,24 @@ where
     (store, ready)
 }
 
-fn snapshot(
-    nodes: &Store<Node>,
-    pods: &Store<Pod>,
-    namespaces: &Store<Namespace>,
-    state: &State,
-) -> Snapshot {
-    let nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
-    let assumed = state.assumed.lock().clone();
-    let pods: Vec<Pod> = pods
-        .state()
+/// The snapshot one attempt works on: the cached nodes and bound pods, plus the pods this
+/// scheduler bound that the watch has not shown bound yet.
+fn snapshot(namespaces: &Store<Namespace>, state: &State) -> Snapshot {
+    let cache = state.cache.lock();
+    let assumed = state.assumed.lock();
+    let mut nodes: Vec<NodeInfo> = cache.nodes.values().cloned().collect();
+    nodes.sort_by(|a, b| a.name().cmp(b.name()));
+    let extra = assumed
         .iter()
-        .filter_map(|p| {
-            let mut p = (**p).clone();
-            let bound = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .is_some_and(|n| !n.is_empty());
-            if !bound {
-                let node = assumed.get(&key_of(&p))?;
-                if let Some(spec) = p.spec.as_mut() {
-                    spec.node_name = Some(node.clone());
-                }
-            }
-            Some(p)
-        })
-        .collect();
+        .filter(|(k, _)| !cache.pods.contains_key(*k))
+        .map(|(_, p)| p.clone());
     let labels: BTreeMap<String, BTreeMap<String, String>> = namespaces
         .state()
         .iter()
         .map(|n| (n.name_any(), n.labels().clone()))
         .collect();
-    Snapshot::new(&nodes, &pods).with_namespace_labels(labels)
+    Snapshot::from_node_infos(nodes, cache.pods.values().cloned().chain(extra))
+        .with_namespace_labels(labels)
 }
 
 async fn bind(api: &Api<Pod>, name: &str, node: &str) -> Result<(), kube::Error> {
