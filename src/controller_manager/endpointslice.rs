@@ -1,0 +1,3 @@
+//! TODO
+
+pub fn start(_ctx: &std::sync::Arc<super::Ctx>, _workers: usize) {}
