@@ -47,6 +47,9 @@ where
     writer: Mutex<Option<reflector::store::Writer<K>>>,
     handlers: Mutex<Vec<Handler<K>>>,
     api: Api<K>,
+    /// True once the first list is in the cache. (kube-runtime's `wait_until_ready` wakes only
+    /// one of several waiters, so readiness is tracked here.)
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl<K> Informer<K>
@@ -62,6 +65,7 @@ where
             writer: Mutex::new(Some(writer)),
             handlers: Mutex::new(Vec::new()),
             api: Api::all(client),
+            ready: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -77,10 +81,12 @@ where
 
     /// Waits until the first list is in the cache.
     pub async fn synced(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
     }
 
     fn dispatch(&self, obj: &K, change: Change) {
+        tracing::trace!(kind = %K::kind(&()), name = ?obj.meta().name, ?change, "event");
         for h in self.handlers.lock().iter() {
             h(obj, change);
         }
@@ -122,6 +128,7 @@ where
                     watcher::Event::Init => listed.clear(),
                     watcher::Event::InitApply(o) => listed.push(o),
                     watcher::Event::InitDone => {
+                        tracing::debug!(kind = %K::kind(&()), objects = listed.len(), "listed");
                         for o in listed.drain(..) {
                             before.remove(&uid_of(&o));
                             me.dispatch(&o, Change::Applied);
@@ -130,6 +137,7 @@ where
                         for (_, o) in before.drain() {
                             me.dispatch(&o, Change::Deleted);
                         }
+                        me.ready.send_replace(true);
                     }
                 }
             }
@@ -243,7 +251,9 @@ impl Queue {
             tokio::spawn(async move {
                 loop {
                     let key = q.get().await;
+                    let started = std::time::Instant::now();
                     let result = sync(key.clone()).await;
+                    tracing::debug!(controller = q.name, key = %key, took = ?started.elapsed(), "synced");
                     if let Err(e) = &result {
                         tracing::warn!(controller = q.name, key = %key, error = %format!("{e:#}"), "sync failed; retrying");
                     }

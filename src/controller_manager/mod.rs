@@ -214,6 +214,11 @@ pub async fn run(
         });
         start_controllers(&ctx);
         ctx.inf.start();
+        let c = ctx.clone();
+        tokio::spawn(async move {
+            c.synced().await;
+            tracing::info!("caches are synced");
+        });
         match &election {
             Some(e) => e.hold().await,
             None => std::future::pending::<()>().await,

@@ -102,6 +102,7 @@ impl ReplicaSetController {
             .expectations
             .satisfied(key, ns, self.ctx.inf.pods.store());
         let pods_api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), ns);
+        tracing::trace!(key, satisfied, "replicaset sync");
 
         // Claim pods: ours and still matching, plus orphans we adopt; release the rest.
         let mut owned: Vec<Arc<Pod>> = Vec::new();
@@ -146,6 +147,7 @@ impl ReplicaSetController {
                         && rs.metadata.deletion_timestamp.is_none()
                         && pod.metadata.deletion_timestamp.is_none()
                     {
+                        tracing::trace!(pod = %pod.name_any(), "adopting");
                         let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
                         refs.push(util::new_controller_ref(rs.as_ref()));
                         let patch =
@@ -198,6 +200,7 @@ impl ReplicaSetController {
         if have < want {
             let n = (want - have).min(BURST_REPLICAS);
             let pod = pod_from_template(rs);
+            tracing::trace!(key, n, "creating pods");
             // Slow start: 1, 2, 4, … pods at a time, stopping at the first error (the real
             // `slowStartBatch`), so a broken template does not produce a flood of failures.
             let mut left = n;
