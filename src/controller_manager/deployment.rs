@@ -55,7 +55,9 @@ pub fn start(ctx: &Arc<Ctx>, workers: usize) {
         events: Events::new(ctx.client.clone(), "deployment-controller"),
     });
     let q = queue.clone();
-    ctx.inf.deployments.on_change(move |d, _| q.add(util::key_of(&d.metadata)));
+    ctx.inf
+        .deployments
+        .on_change(move |d, _| q.add(util::key_of(&d.metadata)));
     let weak = Arc::downgrade(&c);
     ctx.inf.replicasets.on_change(move |rs, _| {
         if let Some(c) = weak.upgrade() {
@@ -455,7 +457,11 @@ impl DeploymentController {
                     && revision_of(&new) > 0
                 {
                     let hist = a.get(REVISION_HISTORY).cloned().unwrap_or_default();
-                    let hist = if hist.is_empty() { prev } else { format!("{hist},{prev}") };
+                    let hist = if hist.is_empty() {
+                        prev
+                    } else {
+                        format!("{hist},{prev}")
+                    };
                     a.insert(REVISION_HISTORY.into(), hist);
                 }
                 a.insert(REVISION.into(), new_revision.clone());
@@ -478,7 +484,12 @@ impl DeploymentController {
             }
             self.set_deployment_revision(d, &revision_of(&rs).to_string())
                 .await?;
-            if condition(&status, "Progressing").is_none() && d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).is_some() {
+            if condition(&status, "Progressing").is_none()
+                && d.spec
+                    .as_ref()
+                    .and_then(|s| s.progress_deadline_seconds)
+                    .is_some()
+            {
                 set_condition(
                     &mut status,
                     new_condition(
@@ -560,8 +571,9 @@ impl DeploymentController {
                 let ours = util::controller_ref(&existing.metadata)
                     .is_some_and(|r| Some(&r.uid) == d.uid().as_ref());
                 if ours
-                    && template_without_hash(existing.spec.as_ref().and_then(|s| s.template.as_ref()))
-                        == template_without_hash(Some(&spec.template))
+                    && template_without_hash(
+                        existing.spec.as_ref().and_then(|s| s.template.as_ref()),
+                    ) == template_without_hash(Some(&spec.template))
                 {
                     rs_list.push(existing.clone());
                     return Ok(Some(existing));
@@ -581,7 +593,11 @@ impl DeploymentController {
         }
         rs_list.push(rs.clone());
         self.set_deployment_revision(d, &new_revision).await?;
-        if d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).is_some() {
+        if d.spec
+            .as_ref()
+            .and_then(|s| s.progress_deadline_seconds)
+            .is_some()
+        {
             set_condition(
                 &mut status,
                 new_condition(
@@ -609,7 +625,11 @@ impl DeploymentController {
         Ok(())
     }
 
-    async fn write_status(&self, d: &mut Deployment, status: DeploymentStatus) -> anyhow::Result<()> {
+    async fn write_status(
+        &self,
+        d: &mut Deployment,
+        status: DeploymentStatus,
+    ) -> anyhow::Result<()> {
         if d.status.as_ref() == Some(&status) {
             return Ok(());
         }
@@ -638,7 +658,8 @@ impl DeploymentController {
         let want = desired(d).to_string();
         let max = (desired(d) + max_surge(d)).to_string();
         let a = rs.annotations();
-        let annotations_stale = a.get(DESIRED_REPLICAS) != Some(&want) || a.get(MAX_REPLICAS) != Some(&max);
+        let annotations_stale =
+            a.get(DESIRED_REPLICAS) != Some(&want) || a.get(MAX_REPLICAS) != Some(&max);
         if from == to && !annotations_stale {
             return Ok(false);
         }
@@ -659,14 +680,21 @@ impl DeploymentController {
             self.events.normal(
                 util::object_ref(d),
                 "ScalingReplicaSet",
-                format!("Scaled {op} replica set {} to {to} from {from}", rs.name_any()),
+                format!(
+                    "Scaled {op} replica set {} to {to} from {from}",
+                    rs.name_any()
+                ),
             );
             return Ok(true);
         }
         Ok(false)
     }
 
-    async fn rollout_rolling(&self, d: &mut Deployment, rs_list: &mut Vec<ReplicaSet>) -> anyhow::Result<()> {
+    async fn rollout_rolling(
+        &self,
+        d: &mut Deployment,
+        rs_list: &mut Vec<ReplicaSet>,
+    ) -> anyhow::Result<()> {
         let new = self.new_and_old(d, rs_list, true).await?;
         let Some(new) = new else {
             return Ok(());
@@ -697,7 +725,12 @@ impl DeploymentController {
         Ok(())
     }
 
-    async fn reconcile_old(&self, d: &Deployment, rs_list: &mut [ReplicaSet], new_uid: &str) -> anyhow::Result<bool> {
+    async fn reconcile_old(
+        &self,
+        d: &Deployment,
+        rs_list: &mut [ReplicaSet],
+        new_uid: &str,
+    ) -> anyhow::Result<bool> {
         let old_count: i32 = rs_list
             .iter()
             .filter(|r| r.uid().as_deref() != Some(new_uid))
@@ -709,9 +742,7 @@ impl DeploymentController {
         let all_count: i32 = rs_list.iter().map(replicas_of).sum();
         let min_available = desired(d) - max_unavailable(d);
         let new = rs_list.iter().find(|r| r.uid().as_deref() == Some(new_uid));
-        let new_unavailable = new
-            .map(|n| replicas_of(n) - status_of(n).2)
-            .unwrap_or(0);
+        let new_unavailable = new.map(|n| replicas_of(n) - status_of(n).2).unwrap_or(0);
         let max_scaled_down = all_count - min_available - new_unavailable;
         if max_scaled_down <= 0 {
             return Ok(false);
@@ -757,7 +788,11 @@ impl DeploymentController {
         Ok(total_scaled > 0)
     }
 
-    async fn rollout_recreate(&self, d: &mut Deployment, rs_list: &mut Vec<ReplicaSet>) -> anyhow::Result<()> {
+    async fn rollout_recreate(
+        &self,
+        d: &mut Deployment,
+        rs_list: &mut Vec<ReplicaSet>,
+    ) -> anyhow::Result<()> {
         let new = self.new_and_old(d, rs_list, false).await?;
         let new_uid = new.as_ref().and_then(|n| n.uid()).unwrap_or_default();
         let old: Vec<String> = rs_list
@@ -807,7 +842,11 @@ impl DeploymentController {
     }
 
     /// Scaling without a rollout (paused, or only `replicas` changed): the real `scale`.
-    async fn sync_scale(&self, d: &mut Deployment, rs_list: &mut Vec<ReplicaSet>) -> anyhow::Result<()> {
+    async fn sync_scale(
+        &self,
+        d: &mut Deployment,
+        rs_list: &mut Vec<ReplicaSet>,
+    ) -> anyhow::Result<()> {
         let new = self.new_and_old(d, rs_list, false).await?;
         let new_uid = new.as_ref().and_then(|n| n.uid());
         let want = desired(d);
@@ -845,8 +884,13 @@ impl DeploymentController {
             let mut plan: Vec<(String, i32)> = Vec::new();
             let mut added = 0;
             // Largest first, newest first on ties (the real ReplicaSetsBySizeNewer).
-            let mut order: Vec<&ReplicaSet> = rs_list.iter().filter(|r| replicas_of(r) > 0).collect();
-            order.sort_by(|a, b| replicas_of(b).cmp(&replicas_of(a)).then(created(b).cmp(&created(a))));
+            let mut order: Vec<&ReplicaSet> =
+                rs_list.iter().filter(|r| replicas_of(r) > 0).collect();
+            order.sort_by(|a, b| {
+                replicas_of(b)
+                    .cmp(&replicas_of(a))
+                    .then(created(b).cmp(&created(a)))
+            });
             for rs in &order {
                 let r = replicas_of(rs);
                 let share = if current > 0 {
@@ -855,7 +899,11 @@ impl DeploymentController {
                 } else {
                     0
                 };
-                let share = if to_add > 0 { share.min(to_add - added) } else { share.max(to_add - added) };
+                let share = if to_add > 0 {
+                    share.min(to_add - added)
+                } else {
+                    share.max(to_add - added)
+                };
                 added += share;
                 plan.push((rs.uid().unwrap_or_default(), (r + share).max(0)));
             }
@@ -871,18 +919,29 @@ impl DeploymentController {
         {
             self.cleanup(d, rs_list, nu).await?;
         }
-        self.sync_rollout_status(d, rs_list, new_uid.as_deref()).await
+        self.sync_rollout_status(d, rs_list, new_uid.as_deref())
+            .await
     }
 
-    async fn sync_status_only(&self, d: &mut Deployment, rs_list: &mut Vec<ReplicaSet>) -> anyhow::Result<()> {
+    async fn sync_status_only(
+        &self,
+        d: &mut Deployment,
+        rs_list: &mut Vec<ReplicaSet>,
+    ) -> anyhow::Result<()> {
         let new = self.new_and_old(d, rs_list, false).await?;
         let new_uid = new.and_then(|n| n.uid());
-        self.sync_rollout_status(d, rs_list, new_uid.as_deref()).await
+        self.sync_rollout_status(d, rs_list, new_uid.as_deref())
+            .await
     }
 
     /// Deletes old empty replica sets beyond `revisionHistoryLimit` (default 10), oldest
     /// revision first.
-    async fn cleanup(&self, d: &Deployment, rs_list: &[ReplicaSet], new_uid: &str) -> anyhow::Result<()> {
+    async fn cleanup(
+        &self,
+        d: &Deployment,
+        rs_list: &[ReplicaSet],
+        new_uid: &str,
+    ) -> anyhow::Result<()> {
         let limit = d
             .spec
             .as_ref()
@@ -891,14 +950,20 @@ impl DeploymentController {
             .max(0) as usize;
         let mut old: Vec<&ReplicaSet> = rs_list
             .iter()
-            .filter(|r| r.uid().as_deref() != Some(new_uid) && r.metadata.deletion_timestamp.is_none())
+            .filter(|r| {
+                r.uid().as_deref() != Some(new_uid) && r.metadata.deletion_timestamp.is_none()
+            })
             .collect();
         if old.len() <= limit {
             return Ok(());
         }
         old.sort_by_key(|r| (revision_of(r), created(r)));
         let excess = old.len() - limit;
-        for rs in old.into_iter().filter(|r| replicas_of(r) == 0 && status_of(r).0 == 0).take(excess) {
+        for rs in old
+            .into_iter()
+            .filter(|r| replicas_of(r) == 0 && status_of(r).0 == 0)
+            .take(excess)
+        {
             match self
                 .rs_api(&rs.namespace().unwrap_or_default())
                 .delete(&rs.name_any(), &DeleteParams::default())
@@ -913,7 +978,12 @@ impl DeploymentController {
     }
 
     /// Writes status and conditions; asks to be woken at the progress deadline.
-    async fn sync_rollout_status(&self, d: &mut Deployment, rs_list: &[ReplicaSet], new_uid: Option<&str>) -> anyhow::Result<()> {
+    async fn sync_rollout_status(
+        &self,
+        d: &mut Deployment,
+        rs_list: &[ReplicaSet],
+        new_uid: Option<&str>,
+    ) -> anyhow::Result<()> {
         let spec = d.spec.clone().unwrap_or_default();
         let old_status = d.status.clone().unwrap_or_default();
         let new = new_uid.and_then(|u| rs_list.iter().find(|r| r.uid().as_deref() == Some(u)));
@@ -1026,7 +1096,8 @@ impl DeploymentController {
             }
             if !complete
                 && requeue.is_none()
-                && condition(&s, "Progressing").is_some_and(|c| c.reason.as_deref() != Some("ProgressDeadlineExceeded"))
+                && condition(&s, "Progressing")
+                    .is_some_and(|c| c.reason.as_deref() != Some("ProgressDeadlineExceeded"))
             {
                 requeue = Some(Duration::from_secs(u64::from(deadline.max(0) as u32) + 1));
             }
@@ -1046,7 +1117,6 @@ impl DeploymentController {
         Ok(())
     }
 }
-
 
 /// The real `NewRSNewReplicas` for RollingUpdate: scale up by what maxSurge allows.
 fn new_rs_new_replicas(d: &Deployment, all: &[&ReplicaSet], new_current: i32) -> i32 {

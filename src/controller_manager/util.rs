@@ -8,7 +8,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 /// The work-queue key of a namespaced object: `namespace/name`.
 pub fn key_of(meta: &ObjectMeta) -> String {
@@ -164,45 +163,68 @@ pub fn available_in(
         .then(|| std::time::Duration::from_secs((at - now.as_second()) as u64 + 1))
 }
 
-/// Records events for one controller through the events API (events.k8s.io/v1, which
-/// `kubectl describe` and `kubectl get events` show), without blocking the caller.
+/// Records events for one controller as core/v1 Events (what kube-controller-manager's event
+/// broadcaster writes: `source.component`, first/last timestamps, count), without blocking the
+/// caller. `kubectl describe` and `kubectl get events` show them.
 #[derive(Clone)]
 pub struct Events {
-    recorder: Arc<Recorder>,
+    client: kube::Client,
+    component: Arc<str>,
 }
 
 impl Events {
     pub fn new(client: kube::Client, controller: &str) -> Events {
         Events {
-            recorder: Arc::new(Recorder::new(
-                client,
-                Reporter {
-                    controller: controller.into(),
-                    instance: None,
-                },
-            )),
+            client,
+            component: controller.into(),
         }
     }
 
     pub fn normal(&self, regarding: ObjectReference, reason: &str, note: String) {
-        self.publish(EventType::Normal, regarding, reason, note);
+        self.publish("Normal", regarding, reason, note);
     }
 
     pub fn warning(&self, regarding: ObjectReference, reason: &str, note: String) {
-        self.publish(EventType::Warning, regarding, reason, note);
+        self.publish("Warning", regarding, reason, note);
     }
 
-    fn publish(&self, type_: EventType, regarding: ObjectReference, reason: &str, note: String) {
-        let recorder = self.recorder.clone();
+    fn publish(&self, type_: &str, regarding: ObjectReference, reason: &str, note: String) {
+        use k8s_openapi::api::core::v1::{Event, EventSource};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let now = Timestamp::now();
+        let ns = regarding
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
         let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.as_deref().unwrap_or("object"),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            involved_object: regarding,
+            reason: Some(reason.into()),
+            message: Some(note),
+            type_: Some(type_.into()),
+            count: Some(1),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            source: Some(EventSource {
+                component: Some(self.component.to_string()),
+                host: None,
+            }),
+            reporting_component: Some(self.component.to_string()),
+            reporting_instance: Some(self.component.to_string()),
+            ..Default::default()
         };
+        let api: kube::Api<Event> = kube::Api::namespaced(self.client.clone(), &ns);
         tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&ev, &regarding).await {
+            if let Err(e) = api.create(&Default::default(), &ev).await {
                 tracing::debug!(error = %e, "could not record event");
             }
         });
