@@ -163,22 +163,6 @@ impl Env {
         }
         n
     }
-
-    /// Stands in for the kubelet: the pod's containers ended (`Succeeded` or `Failed`).
-    fn fake_kubelet_finish(&self, ns: &str, name: &str, phase: &str) {
-        let status = json!({"status": {"phase": phase}});
-        self.k.ok(&[
-            "patch",
-            "pod",
-            name,
-            "-n",
-            ns,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status.to_string(),
-        ]);
-    }
 }
 
 fn names(items: &[Value]) -> Vec<String> {
@@ -474,4 +458,58 @@ fn namespace_deletion_empties_and_removes_it() {
     });
     assert!(e.items(&["pods", "-n", "doomed"]).is_empty());
     assert!(e.items(&["configmaps", "-n", "doomed"]).is_empty());
+}
+
+#[test]
+fn service_accounts_endpoints_and_endpoint_slices() {
+    let e = setup();
+    e.k.ok(&["create", "namespace", "team"]);
+    e.wait("the default service account", || {
+        e.k.run(&["get", "serviceaccount", "default", "-n", "team"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let mut d = deployment("api", 2, "nginx");
+    d["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        json!([{"name": "http", "containerPort": 8080}]);
+    e.create("api.json", &d);
+    e.create(
+        "svc.json",
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
+                "spec": {"selector": {"app": "api"},
+                         "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}}),
+    );
+    e.wait("2 pods", || {
+        (e.items(&["pods", "-l", "app=api"]).len() == 2).then_some(())
+    });
+    // The fake kubelet gives them IPs and readiness.
+    e.fake_kubelet_ready("default", "app=api");
+    let ep = e.wait("2 ready addresses", || {
+        let ep = e.get(&["endpoints", "api"]);
+        (ep["subsets"][0]["addresses"].as_array().map(Vec::len) == Some(2)).then_some(ep)
+    });
+    assert_eq!(ep["subsets"][0]["ports"][0]["port"], 8080, "{ep}");
+    assert_eq!(ep["subsets"][0]["ports"][0]["name"], "web", "{ep}");
+    assert_eq!(
+        ep["subsets"][0]["addresses"][0]["targetRef"]["kind"], "Pod",
+        "{ep}"
+    );
+    let slices = e.wait("an endpoint slice with 2 endpoints", || {
+        let s = e.items(&["endpointslices", "-l", "kubernetes.io/service-name=api"]);
+        (s.len() == 1 && s[0]["endpoints"].as_array().map(Vec::len) == Some(2)).then_some(s)
+    });
+    let s = &slices[0];
+    assert_eq!(
+        s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "Service");
+    assert_eq!(s["endpoints"][0]["conditions"]["ready"], true, "{s}");
+    // Scale down: one address left.
+    e.k.ok(&["scale", "deployment/api", "--replicas=1"]);
+    e.wait("1 address", || {
+        let ep = e.get(&["endpoints", "api"]);
+        (ep["subsets"][0]["addresses"].as_array().map(Vec::len) == Some(1)).then_some(())
+    });
 }
