@@ -87,6 +87,13 @@ fn setup() -> Env {
 }
 
 impl Env {
+    /// kubectl for commands that wait (rollout status, delete --wait): a longer time limit.
+    fn slow(&self) -> Kubectl {
+        self.c
+            .kubectl(V, Identity::Admin)
+            .timeout(Duration::from_secs(90))
+    }
+
     fn create(&self, file: &str, obj: &Value) {
         let path = self.c.manifest(file, obj);
         self.k.ok(&["create", "-f", &path]);
@@ -240,7 +247,8 @@ fn deployment_rollout_scale_undo_and_garbage_collection() {
 
     // Pods ready → the rollout is done.
     e.fake_kubelet_ready("default", "app=web");
-    e.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    e.slow()
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     let d = e.get(&["deployment", "web"]);
     assert_eq!(d["status"]["availableReplicas"], 3, "{d}");
     let conds = d["status"]["conditions"]
@@ -270,7 +278,8 @@ fn deployment_rollout_scale_undo_and_garbage_collection() {
         (e.items(&["pods", "-l", "app=web"]).len() == 2).then_some(())
     });
     e.fake_kubelet_ready("default", "app=web");
-    e.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    e.slow()
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
 
     // A new image: a second replica set, rolled out as pods become ready.
     e.k.ok(&["set", "image", "deployment/web", "c=nginx:1.26"]);
@@ -322,7 +331,8 @@ fn deployment_rollout_scale_undo_and_garbage_collection() {
             && old["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3")
             .then_some(())
     });
-    e.k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    e.slow()
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     let history = e.k.ok(&["rollout", "history", "deployment/web"]);
     assert!(history.contains('2') && history.contains('3'), "{history}");
 
@@ -452,7 +462,8 @@ fn namespace_deletion_empties_and_removes_it() {
     e.wait("pods in the namespace", || {
         (e.items(&["pods", "-n", "doomed"]).len() == 2).then_some(())
     });
-    e.k.ok(&["delete", "namespace", "doomed", "--timeout=60s"]);
+    e.slow()
+        .ok(&["delete", "namespace", "doomed", "--timeout=60s"]);
     e.wait("the namespace gone", || {
         (!e.k.run(&["get", "namespace", "doomed"]).status.success()).then_some(())
     });

@@ -36,10 +36,14 @@ use super::Ctx;
 use super::informer::{Change, Informer, Queue};
 use super::util;
 
+type ListFn = Box<dyn Fn() -> Vec<ObjectMeta> + Send + Sync>;
+type GetFn = Box<dyn Fn(&str, &str) -> Option<ObjectMeta> + Send + Sync>;
+
+/// One watched type, as the collector sees it: metadata only.
 struct Source {
     ar: ApiResource,
-    list: Box<dyn Fn() -> Vec<ObjectMeta> + Send + Sync>,
-    get: Box<dyn Fn(&str, &str) -> Option<ObjectMeta> + Send + Sync>,
+    list: ListFn,
+    get: GetFn,
 }
 
 fn source<K>(inf: &Arc<Informer<K>>) -> Source

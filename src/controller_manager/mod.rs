@@ -11,7 +11,8 @@
 //! - [`garbage_collector`]: deletes objects whose owners are gone, and carries out
 //!   foreground and orphan deletion;
 //! - [`namespace`]: empties a namespace being deleted, then lets it go;
-//! - [`job`] and [`cronjob`]: run pods to completion, and jobs on a schedule;
+//! - [`job`] and [`cronjob`]: run pods to completion, and jobs on a schedule (not yet
+//!   implemented: stubs);
 //! - [`serviceaccount`]: a `default` service account in every namespace;
 //! - [`endpoints`] and [`endpointslice`]: the addresses of the ready pods behind each service.
 //!
