@@ -14,6 +14,8 @@
 //! - [`supervisor`]: runs the control plane's static pods as local processes (the kubelet's
 //!   static-pod role on a kubeadm node), with mirror pods in kube-system.
 //! - [`cluster`]: profiles, config, PKI, kubeconfigs, manifests and backups of a cluster on this machine.
+//! - [`controller_manager`]: kube-controller-manager, the control loops (replica sets, deployments,
+//!   garbage collection, namespaces, jobs, cron jobs, service accounts, endpoints).
 //! - [`cli`]: the command line — user verbs and component entry points of the multi-call binary.
 
 pub mod apiserver;
@@ -21,6 +23,7 @@ pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod component_base;
+pub mod controller_manager;
 pub mod etcd;
 pub mod fake_kubelet;
 pub mod scheduler;

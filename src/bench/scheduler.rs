@@ -57,16 +57,35 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     minik(
         &home,
         &[
-            "up", "--name", "bench", "--quiet", "--no-kubeconfig", "--apiserver-port", "0",
-            "--etcd-port", "0", "--fake-nodes", &nodes,
+            "up",
+            "--name",
+            "bench",
+            "--quiet",
+            "--no-kubeconfig",
+            "--apiserver-port",
+            "0",
+            "--etcd-port",
+            "0",
+            "--fake-nodes",
+            &nodes,
         ],
     )?;
-    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(measure(&home.join("bench"), opts));
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(measure(&home.join("bench"), opts));
     let _ = minik(&home, &["delete", "--all"]);
     let (first_create, first_bind, last_bind, created) = result?;
     let total = (last_bind - first_create).as_secs_f64();
     let binding = (last_bind - first_bind).as_secs_f64().max(1e-9);
-    let mut t = Table::new(["nodes", "pods", "clients", "create → last bound", "pods/s (end to end)", "pods/s (first → last binding)"]);
+    let mut t = Table::new([
+        "nodes",
+        "pods",
+        "clients",
+        "create → last bound",
+        "pods/s (end to end)",
+        "pods/s (first → last binding)",
+    ]);
     t.row([
         opts.nodes.to_string(),
         created.to_string(),
@@ -161,7 +180,10 @@ async fn measure(
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {n} of {created} pods were bound within {:?}", opts.timeout);
+            bail!(
+                "only {n} of {created} pods were bound within {:?}",
+                opts.timeout
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -180,7 +180,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 clients: a.clients,
                 timeout: Duration::from_secs(a.timeout),
             })?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         BenchCommand::Up(a) => {
             if a.runs == 0 {

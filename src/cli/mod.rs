@@ -7,6 +7,7 @@
 mod apiserver;
 mod bench;
 mod certs;
+mod controller_manager;
 mod etcd;
 mod etcdctl;
 mod fake_kubelet;
@@ -84,6 +85,8 @@ pub enum Command {
     Node(fake_kubelet::NodeCommand),
     /// Generate a cluster PKI and an admin kubeconfig (for running `minik apiserver` by hand).
     Certs(certs::CertsArgs),
+    /// Run the controller manager (the process the supervisor runs as `kube-controller-manager`).
+    ControllerManager(controller_manager::ControllerManagerArgs),
 }
 
 /// The component a multi-call name stands for, as the arguments `minik` would take.
@@ -113,6 +116,7 @@ fn component_args(name: &str) -> Option<&'static [&'static str]> {
         "kube-apiserver" => &["minik", "apiserver"],
         "kube-scheduler" => &["minik", "scheduler"],
         "fake-kubelet" => &["minik", "fake-kubelet"],
+        "kube-controller-manager" => &["minik", "controller-manager"],
         _ => return None,
     })
 }
@@ -153,6 +157,7 @@ pub fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Apiserver(a) => apiserver::run(a),
         Command::Certs(a) => certs::run(a),
+        Command::ControllerManager(a) => controller_manager::run(a),
         Command::Up(a) => up::run(a),
         Command::Down(a) => lifecycle::down(a),
         Command::Delete(a) => lifecycle::delete(a),

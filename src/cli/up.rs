@@ -318,15 +318,23 @@ fn check_ports(cfg: &ClusterConfig) -> anyhow::Result<()> {
     let mut wanted = vec![
         ("apiserver", cfg.ports.apiserver),
         ("scheduler", cfg.ports.scheduler),
+        ("controller-manager", cfg.ports.controller_manager),
     ];
     if cfg.etcd.servers.is_empty() {
         wanted.push(("etcd", cfg.ports.etcd));
     }
     for (what, port) in wanted {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            let hint = match what {
+                "apiserver" | "etcd" => {
+                    format!("--{what}-port (or `ports.{what}` in a config file)")
+                }
+                "scheduler" => "`ports.scheduler` in a config file".to_string(),
+                _ => "`ports.controllerManager` in a config file".to_string(),
+            };
             bail!(
-                "{} (needed by the {what}): stop that process, or use another port with \
-                 --{what}-port (or `ports.{what}` in a config file) on a new profile",
+                "{} (needed by the {what}): stop that process, or use another port with {hint} \
+                 on a new profile",
                 ports::in_use_message(port)
             );
         }

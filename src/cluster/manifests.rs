@@ -22,7 +22,12 @@ use super::config::ClusterConfig;
 use super::profile::Profile;
 
 /// The components minik writes manifests for, in start order (each waits for the ones before).
-pub const CONTROL_PLANE: [&str; 3] = ["etcd", "kube-apiserver", "kube-scheduler"];
+pub const CONTROL_PLANE: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
 
 /// Environment for minik's processes: mimalloc commits its arenas on demand instead of up front
 /// (with the default, an idle control plane's resident memory is about twice as large).
@@ -227,6 +232,28 @@ pub fn manifest(component: &str, profile: &Profile, cfg: &ClusterConfig) -> serd
                     format!("127.0.0.1:{port}")}),
             )
         }
+        "kube-controller-manager" => {
+            // kubeadm runs it with controller-manager.conf and --use-service-account-credentials
+            // (a token per controller); minik's controllers act with the admin identity until
+            // per-controller credentials exist.
+            let conf = profile.conf("admin").display().to_string();
+            let port = cfg.ports.controller_manager;
+            (
+                vec![
+                    "kube-controller-manager".to_string(),
+                    "--bind-address=127.0.0.1".to_string(),
+                    "--controllers=*".to_string(),
+                    format!("--kubeconfig={conf}"),
+                    "--leader-elect=true".to_string(),
+                    format!("--secure-port={port}"),
+                ],
+                json!({
+                    "livenessProbe": https_probe("/healthz", port, 8),
+                    "startupProbe": https_probe("/healthz", port, 24),
+                }),
+                json!({}),
+            )
+        }
         "kube-scheduler" => {
             let conf = profile.conf("scheduler").display().to_string();
             let port = cfg.ports.scheduler;
@@ -273,6 +300,7 @@ pub fn manifest(component: &str, profile: &Profile, cfg: &ClusterConfig) -> serd
         "resources": {"requests": match component {
             "kube-apiserver" => json!({"cpu": "250m"}),
             "kube-scheduler" => json!({"cpu": "100m"}),
+            "kube-controller-manager" => json!({"cpu": "200m"}),
             _ => json!({"cpu": "100m", "memory": "100Mi"}),
         }},
         "terminationMessagePath": "/dev/termination-log",

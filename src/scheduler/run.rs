@@ -188,8 +188,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     .insert(key.clone(), Arc::new(PodInfo::new(bound)));
                 state.queue.lock().remove(&key);
                 let permit = binds.clone().acquire_owned().await;
-                let (state, recorder, node, name) =
-                    (state.clone(), recorder.clone(), node.clone(), name.to_string());
+                let (state, recorder, node, name) = (
+                    state.clone(),
+                    recorder.clone(),
+                    node.clone(),
+                    name.to_string(),
+                );
                 tokio::spawn(async move {
                     let _permit = permit;
                     match bind(&pod_api, &name, &node).await {

@@ -1,0 +1,269 @@
+//! kube-controller-manager: the control loops that turn desired state into actual state.
+//!
+//! The API server only stores objects. Something must notice that a Deployment wants 3 pods and
+//! none exist, and create them: that is a *controller*. kube-controller-manager is one process
+//! running dozens of them, each watching some resource types and nudging the cluster towards
+//! what their objects' `spec` asks, then writing what it sees into their `status`:
+//!
+//! - [`replicaset`]: keeps `replicas` pods of a template running;
+//! - [`deployment`]: rolls a template out through replica sets (rolling update, recreate,
+//!   revision history, pause, progress deadline);
+//! - [`garbage_collector`]: deletes objects whose owners are gone, and carries out
+//!   foreground and orphan deletion;
+//! - [`namespace`]: empties a namespace being deleted, then lets it go;
+//! - [`job`] and [`cronjob`]: run pods to completion, and jobs on a schedule (not yet
+//!   implemented: stubs);
+//! - [`serviceaccount`]: a `default` service account in every namespace;
+//! - [`endpoints`] and [`endpointslice`]: the addresses of the ready pods behind each service.
+//!
+//! Every controller has the same shape (Kubernetes' "sync one key" loop): event handlers on
+//! shared informers (one watch and one cache per resource type for the whole process: see
+//! [`informer`]) put the keys (`namespace/name`) of objects to reconcile on the controller's work
+//! queue; workers take a key, read desired and actual state from the caches, act through the
+//! API, and return. Nothing polls: a controller only looks again when something changed or
+//! when it asked to be woken at a known time (a progress deadline, a cron schedule).
+//!
+//! Only one controller-manager acts at a time: [`leader`] election on a Lease decides which.
+
+pub mod cronjob;
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod expectations;
+pub mod garbage_collector;
+pub mod health;
+pub mod informer;
+pub mod job;
+pub mod leader;
+pub mod namespace;
+pub mod replicaset;
+pub mod serviceaccount;
+pub mod util;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+
+use informer::Informer;
+
+/// What `minik controller-manager` was asked to do (kube-controller-manager's flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kubeconfig: PathBuf,
+    pub leader_elect: bool,
+    pub leader_elect_lease_duration: Duration,
+    pub node_monitor_grace_period: Duration,
+    /// `--controllers`: `*` (all on by default), `name` (on), `-name` (off).
+    pub controllers: Vec<String>,
+    pub bind_address: String,
+    pub secure_port: u16,
+    pub concurrent_deployment_syncs: usize,
+    pub concurrent_replicaset_syncs: usize,
+    pub concurrent_gc_syncs: usize,
+    pub concurrent_namespace_syncs: usize,
+    pub concurrent_job_syncs: usize,
+    pub concurrent_cron_job_syncs: usize,
+    pub concurrent_service_endpoint_syncs: usize,
+    pub concurrent_serviceaccount_syncs: usize,
+}
+
+/// The controllers this process runs: (name, old alias).
+pub const CONTROLLERS: &[(&str, &str)] = &[
+    ("replicaset-controller", "replicaset"),
+    ("deployment-controller", "deployment"),
+    ("garbage-collector-controller", "garbagecollector"),
+    ("namespace-controller", "namespace"),
+    ("job-controller", "job"),
+    ("cronjob-controller", "cronjob"),
+    ("serviceaccount-controller", "serviceaccount"),
+    ("endpoints-controller", "endpoint"),
+    ("endpointslice-controller", "endpointslice"),
+];
+
+impl Config {
+    /// Whether `--controllers` enables the controller `name` (or its old alias).
+    pub fn enabled(&self, name: &str) -> bool {
+        let alias = CONTROLLERS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or(name);
+        let is = |s: &str| s == name || s == alias;
+        let mut on = false;
+        for c in &self.controllers {
+            let c = c.trim();
+            if let Some(off) = c.strip_prefix('-')
+                && is(off)
+            {
+                return false;
+            }
+            if c == "*" || is(c) {
+                on = true;
+            }
+        }
+        on
+    }
+}
+
+/// The shared informers: one watch and one cache per resource type.
+pub struct Informers {
+    pub pods: Arc<Informer<Pod>>,
+    pub replicasets: Arc<Informer<ReplicaSet>>,
+    pub deployments: Arc<Informer<Deployment>>,
+    pub jobs: Arc<Informer<Job>>,
+    pub cronjobs: Arc<Informer<CronJob>>,
+    pub services: Arc<Informer<Service>>,
+    pub endpoints: Arc<Informer<Endpoints>>,
+    pub endpointslices: Arc<Informer<EndpointSlice>>,
+    pub namespaces: Arc<Informer<Namespace>>,
+    pub serviceaccounts: Arc<Informer<ServiceAccount>>,
+}
+
+impl Informers {
+    fn new(client: &Client) -> Informers {
+        Informers {
+            pods: Informer::new(client.clone()),
+            replicasets: Informer::new(client.clone()),
+            deployments: Informer::new(client.clone()),
+            jobs: Informer::new(client.clone()),
+            cronjobs: Informer::new(client.clone()),
+            services: Informer::new(client.clone()),
+            endpoints: Informer::new(client.clone()),
+            endpointslices: Informer::new(client.clone()),
+            namespaces: Informer::new(client.clone()),
+            serviceaccounts: Informer::new(client.clone()),
+        }
+    }
+
+    fn start(&self) {
+        self.pods.start();
+        self.replicasets.start();
+        self.deployments.start();
+        self.jobs.start();
+        self.cronjobs.start();
+        self.services.start();
+        self.endpoints.start();
+        self.endpointslices.start();
+        self.namespaces.start();
+        self.serviceaccounts.start();
+    }
+}
+
+/// What every controller shares: the API client, the informers and the configuration.
+pub struct Ctx {
+    pub client: Client,
+    pub inf: Informers,
+    pub config: Config,
+}
+
+impl Ctx {
+    /// Waits until every informer has its first list in its cache.
+    pub async fn synced(&self) {
+        self.inf.pods.synced().await;
+        self.inf.replicasets.synced().await;
+        self.inf.deployments.synced().await;
+        self.inf.jobs.synced().await;
+        self.inf.cronjobs.synced().await;
+        self.inf.services.synced().await;
+        self.inf.endpoints.synced().await;
+        self.inf.endpointslices.synced().await;
+        self.inf.namespaces.synced().await;
+        self.inf.serviceaccounts.synced().await;
+    }
+}
+
+/// Runs the controller-manager until `shutdown` resolves (or leadership is lost).
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&config.kubeconfig)
+        .with_context(|| format!("--kubeconfig {}", config.kubeconfig.display()))?;
+    let kc = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("--kubeconfig {}", config.kubeconfig.display()))?;
+    let client = Client::try_from(kc).context("API client")?;
+    health::serve(&config.bind_address, config.secure_port).await?;
+
+    let work = async {
+        let election = config.leader_elect.then(|| {
+            leader::LeaderElection::new(
+                client.clone(),
+                leader::identity(),
+                config.leader_elect_lease_duration,
+            )
+        });
+        if let Some(e) = &election {
+            tracing::info!(
+                identity = e.identity(),
+                "attempting to acquire leader lease kube-system/{}",
+                leader::LEASE_NAME
+            );
+            e.acquire().await;
+        }
+        let ctx = Arc::new(Ctx {
+            client: client.clone(),
+            inf: Informers::new(&client),
+            config: config.clone(),
+        });
+        start_controllers(&ctx);
+        ctx.inf.start();
+        let c = ctx.clone();
+        tokio::spawn(async move {
+            c.synced().await;
+            tracing::info!("caches are synced");
+        });
+        match &election {
+            Some(e) => e.hold().await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = work => anyhow::bail!("leader election lost"),
+        _ = shutdown => Ok(()),
+    }
+}
+
+fn start_controllers(ctx: &Arc<Ctx>) {
+    let c = &ctx.config;
+    if c.enabled("replicaset-controller") {
+        replicaset::start(ctx, c.concurrent_replicaset_syncs);
+    }
+    if c.enabled("deployment-controller") {
+        deployment::start(ctx, c.concurrent_deployment_syncs);
+    }
+    if c.enabled("garbage-collector-controller") {
+        garbage_collector::start(ctx, c.concurrent_gc_syncs);
+    }
+    if c.enabled("namespace-controller") {
+        namespace::start(ctx, c.concurrent_namespace_syncs);
+    }
+    if c.enabled("job-controller") {
+        job::start(ctx, c.concurrent_job_syncs);
+    }
+    if c.enabled("cronjob-controller") {
+        cronjob::start(ctx, c.concurrent_cron_job_syncs);
+    }
+    if c.enabled("serviceaccount-controller") {
+        serviceaccount::start(ctx, c.concurrent_serviceaccount_syncs);
+    }
+    if c.enabled("endpoints-controller") {
+        endpoints::start(ctx, c.concurrent_service_endpoint_syncs);
+    }
+    if c.enabled("endpointslice-controller") {
+        endpointslice::start(ctx, c.concurrent_service_endpoint_syncs);
+    }
+    let enabled: Vec<&str> = CONTROLLERS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| c.enabled(n))
+        .collect();
+    tracing::info!(controllers = ?enabled, "started controllers");
+}
