@@ -324,15 +324,22 @@ fn deployment_rollout_scale_undo_and_garbage_collection() {
 
     // rollout undo: the first replica set comes back as revision 3.
     e.k.ok(&["rollout", "undo", "deployment/web"]);
+    // Keep standing in for the kubelet until the rollout is done: pods of the rolled-back
+    // replica set keep coming while the other one scales down.
+    let mut status =
+        e.k.spawn(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     e.wait("the undo", || {
         e.fake_kubelet_ready("default", "app=web");
-        let old = e.get(&["rs", &rs_name]);
-        (old["spec"]["replicas"] == 2
-            && old["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3")
-            .then_some(())
+        status
+            .wait_exit(Duration::from_millis(10))
+            .map(|s| assert!(s.success(), "{}", status.stderr_so_far()))
     });
-    e.slow()
-        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    let old = e.get(&["rs", &rs_name]);
+    assert_eq!(old["spec"]["replicas"], 2, "{old}");
+    assert_eq!(
+        old["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3",
+        "{old}"
+    );
     let history = e.k.ok(&["rollout", "history", "deployment/web"]);
     assert!(history.contains('2') && history.contains('3'), "{history}");
 
