@@ -500,7 +500,10 @@ fn refusals_name_what_is_wrong() {
     );
     let st = lab.status("race");
     let e = st["manifestErrors"][0]["error"].as_str().unwrap();
-    assert!(e.starts_with("kube-apiserver.yaml:4:"), "{e}");
+    assert!(
+        e.starts_with("kube-apiserver.yaml:") && e.contains("at line 4 column 9"),
+        "{e}"
+    );
     assert!(!lab.minik(&["status", "--name", "race"]).status.success());
     assert_eq!(lab.component_pid("race", "kube-apiserver"), Some(apiserver));
     lab.kubectl_ok("minik-race", &["get", "ns"]);

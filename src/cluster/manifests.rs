@@ -57,18 +57,19 @@ pub struct StaticPod {
 
 /// Parses a manifest file's text. Errors say where (line and column) and what is wrong.
 pub fn parse(file: &str, text: &str) -> anyhow::Result<StaticPod> {
-    let pod: Pod = serde_yaml::from_str(text).map_err(|e| {
+    let located = |e: serde_yaml::Error| {
         let at = e
             .location()
             .map(|l| format!(":{}:{}", l.line(), l.column()))
             .unwrap_or_default();
         anyhow::anyhow!("{file}{at}: {e}")
-    })?;
-    let value = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_or_default();
+    };
+    let value = serde_yaml::from_str::<serde_yaml::Value>(text).map_err(located)?;
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
     if kind != "Pod" {
         anyhow::bail!("{file}: kind: must be \"Pod\", got {kind:?}");
     }
+    let pod: Pod = serde_yaml::from_str(text).map_err(located)?;
     let name = pod
         .metadata
         .name

@@ -23,7 +23,8 @@
 //! API, and return. Nothing polls: a controller only looks again when something changed or
 //! when it asked to be woken at a known time (a progress deadline, a cron schedule).
 //!
-//! Only one controller-manager acts at a time: [`leader`] election on a Lease decides which.
+//! Only one controller-manager acts at a time: leader election on a Lease
+//! ([`crate::component_base::leader`]) decides which.
 
 pub mod cronjob;
 pub mod deployment;
@@ -31,10 +32,8 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod garbage_collector;
-pub mod health;
 pub mod informer;
 pub mod job;
-pub mod leader;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -44,7 +43,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
@@ -184,29 +182,24 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&config.kubeconfig)
-        .with_context(|| format!("--kubeconfig {}", config.kubeconfig.display()))?;
-    let kc = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .with_context(|| format!("--kubeconfig {}", config.kubeconfig.display()))?;
-    let client = Client::try_from(kc).context("API client")?;
-    health::serve(&config.bind_address, config.secure_port).await?;
+    let client = crate::component_base::client::from_kubeconfig(&config.kubeconfig).await?;
+    crate::component_base::health::serve(
+        &config.bind_address,
+        config.secure_port,
+        Arc::new(|_: &str| None),
+    )
+    .await?;
 
     let work = async {
-        let election = config.leader_elect.then(|| {
-            leader::LeaderElection::new(
+        if config.leader_elect {
+            // Holds the Lease `kube-controller-manager` from here on; losing it ends the
+            // process (the supervisor starts it again), as kube-controller-manager does.
+            crate::component_base::leader::acquire(
                 client.clone(),
-                leader::identity(),
+                "kube-controller-manager",
                 config.leader_elect_lease_duration,
             )
-        });
-        if let Some(e) = &election {
-            tracing::info!(
-                identity = e.identity(),
-                "attempting to acquire leader lease kube-system/{}",
-                leader::LEASE_NAME
-            );
-            e.acquire().await;
+            .await?;
         }
         let ctx = Arc::new(Ctx {
             client: client.clone(),
@@ -220,13 +213,10 @@ pub async fn run(
             c.synced().await;
             tracing::info!("caches are synced");
         });
-        match &election {
-            Some(e) => e.hold().await,
-            None => std::future::pending::<()>().await,
-        }
+        std::future::pending::<anyhow::Result<()>>().await
     };
     tokio::select! {
-        _ = work => anyhow::bail!("leader election lost"),
+        r = work => r,
         _ = shutdown => Ok(()),
     }
 }

@@ -549,7 +549,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("p.yaml:2:") && e.contains("unknown field `cpu`"),
+            e.starts_with("p.yaml:3:") && e.contains("unknown field `cpu`"),
             "{e}"
         );
         let n = node_object("big-0", p.expand()[0].1, 0);
