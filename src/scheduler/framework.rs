@@ -380,11 +380,28 @@ impl NodeInfo {
     }
 }
 
+/// Whether a pod has required (hard) pod anti-affinity terms.
+pub fn has_required_anti_affinity(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .is_some_and(|t| !t.is_empty())
+}
+
 /// The state of the cluster one scheduling attempt works on.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Nodes sorted by name.
     pub nodes: Vec<NodeInfo>,
+    /// Whether any pod in the snapshot has required pod anti-affinity terms (when none does,
+    /// InterPodAffinity need not look at existing pods for a pod without affinity terms, as
+    /// the real plugin's PreFilter finds).
+    pub any_required_anti_affinity: bool,
     /// Namespace labels, used by pod affinity terms with a namespaceSelector.
     pub namespace_labels: BTreeMap<String, Labels>,
 }
@@ -409,8 +426,13 @@ impl Snapshot {
                 infos[i].add_pod(pi);
             }
         }
+        let any_required_anti_affinity = infos
+            .iter()
+            .flat_map(|n| n.pods.iter())
+            .any(|p| has_required_anti_affinity(&p.pod));
         Snapshot {
             nodes: infos,
+            any_required_anti_affinity,
             namespace_labels: BTreeMap::new(),
         }
     }
@@ -445,8 +467,13 @@ impl Snapshot {
                 infos[i].add_pod(pi);
             }
         }
+        let any_required_anti_affinity = infos
+            .iter()
+            .flat_map(|n| n.pods.iter())
+            .any(|p| has_required_anti_affinity(&p.pod));
         Snapshot {
             nodes: infos,
+            any_required_anti_affinity,
             namespace_labels: BTreeMap::new(),
         }
     }

@@ -132,6 +132,9 @@ impl FilterPlugin for InterPodAffinity {
         }
 
         // 3. Existing pods' required anti-affinity against the incoming pod.
+        if !snapshot.any_required_anti_affinity {
+            return Ok(());
+        }
         for (n, p) in snapshot.pods() {
             for term in terms(p).required_anti {
                 if same_domain(node, n, &term.topology_key)
