@@ -41,10 +41,6 @@ pub struct ControllerManagerArgs {
     #[arg(long, default_value_t = 10)]
     pub concurrent_namespace_syncs: usize,
     #[arg(long, default_value_t = 5)]
-    pub concurrent_job_syncs: usize,
-    #[arg(long, default_value_t = 5)]
-    pub concurrent_cron_job_syncs: usize,
-    #[arg(long, default_value_t = 5)]
     pub concurrent_service_endpoint_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_serviceaccount_token_syncs: usize,
@@ -102,8 +98,6 @@ pub fn run(a: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
         concurrent_replicaset_syncs: a.concurrent_replicaset_syncs,
         concurrent_gc_syncs: a.concurrent_gc_syncs,
         concurrent_namespace_syncs: a.concurrent_namespace_syncs,
-        concurrent_job_syncs: a.concurrent_job_syncs,
-        concurrent_cron_job_syncs: a.concurrent_cron_job_syncs,
         concurrent_service_endpoint_syncs: a.concurrent_service_endpoint_syncs,
         concurrent_serviceaccount_syncs: a.concurrent_serviceaccount_token_syncs,
     };

@@ -11,10 +11,11 @@
 //! - [`garbage_collector`]: deletes objects whose owners are gone, and carries out
 //!   foreground and orphan deletion;
 //! - [`namespace`]: empties a namespace being deleted, then lets it go;
-//! - [`job`] and [`cronjob`]: run pods to completion, and jobs on a schedule (not yet
-//!   implemented: stubs);
 //! - [`serviceaccount`]: a `default` service account in every namespace;
 //! - [`endpoints`] and [`endpointslice`]: the addresses of the ready pods behind each service.
+//!
+//! Not here yet (issue 5): the job, cronjob, statefulset, daemonset and node-lifecycle
+//! controllers. Jobs and cronjobs are watched already, as owners for the garbage collector.
 //!
 //! Every controller has the same shape (Kubernetes' "sync one key" loop): event handlers on
 //! shared informers (one watch and one cache per resource type for the whole process: see
@@ -26,14 +27,12 @@
 //! Only one controller-manager acts at a time: leader election on a Lease
 //! ([`crate::component_base::leader`]) decides which.
 
-pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
-pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -66,8 +65,6 @@ pub struct Config {
     pub concurrent_replicaset_syncs: usize,
     pub concurrent_gc_syncs: usize,
     pub concurrent_namespace_syncs: usize,
-    pub concurrent_job_syncs: usize,
-    pub concurrent_cron_job_syncs: usize,
     pub concurrent_service_endpoint_syncs: usize,
     pub concurrent_serviceaccount_syncs: usize,
 }
@@ -78,8 +75,6 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("deployment-controller", "deployment"),
     ("garbage-collector-controller", "garbagecollector"),
     ("namespace-controller", "namespace"),
-    ("job-controller", "job"),
-    ("cronjob-controller", "cronjob"),
     ("serviceaccount-controller", "serviceaccount"),
     ("endpoints-controller", "endpoint"),
     ("endpointslice-controller", "endpointslice"),
@@ -234,12 +229,6 @@ fn start_controllers(ctx: &Arc<Ctx>) {
     }
     if c.enabled("namespace-controller") {
         namespace::start(ctx, c.concurrent_namespace_syncs);
-    }
-    if c.enabled("job-controller") {
-        job::start(ctx, c.concurrent_job_syncs);
-    }
-    if c.enabled("cronjob-controller") {
-        cronjob::start(ctx, c.concurrent_cron_job_syncs);
     }
     if c.enabled("serviceaccount-controller") {
         serviceaccount::start(ctx, c.concurrent_serviceaccount_syncs);
