@@ -671,3 +671,44 @@ fn an_external_etcd_replaces_the_embedded_store() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("external etcd"));
 }
+
+#[test]
+fn scheduled_snapshots_keep_the_newest() {
+    let lab = Lab::new();
+    let cfg = lab.home.path().join("snap.yaml");
+    std::fs::write(
+        &cfg,
+        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\netcd:\n  snapshots: {interval: 1s, keep: 2}\n",
+    )
+    .unwrap();
+    lab.ok(&[
+        "up",
+        "--name",
+        "snaps",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--wait",
+        "60s",
+    ]);
+    let scheduled = || -> Vec<String> {
+        std::fs::read_dir(lab.profile_dir("snaps").join("backups"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("scheduled-") && n.ends_with(".snap"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    lab.wait_for("two scheduled snapshots", Duration::from_secs(30), || {
+        scheduled().len() == 2
+    });
+    // More keep coming, and only the newest two stay.
+    let first = scheduled();
+    lab.wait_for("a newer snapshot", Duration::from_secs(30), || {
+        let now = scheduled();
+        now.len() <= 2 && now.iter().any(|n| !first.contains(n))
+    });
+    let listed = lab.ok(&["etcd", "backups", "--name", "snaps"]);
+    assert!(listed.contains("scheduled-"), "{listed}");
+}

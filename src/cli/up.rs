@@ -253,15 +253,26 @@ fn up(a: &UpArgs, profile: &Profile, progress: &mut Progress) -> anyhow::Result<
 /// The config for a new profile: the file (if any), then the flags; ports for profiles other
 /// than the default are free ones unless given.
 fn new_config(a: &UpArgs, profile: &Profile) -> anyhow::Result<ClusterConfig> {
+    // Which ports the file sets: the others are free ones for profiles other than the default.
+    let mut in_file: Vec<String> = Vec::new();
     let mut cfg = match &a.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            ClusterConfig::parse(&text, &path.display().to_string())?
+            let cfg = ClusterConfig::parse(&text, &path.display().to_string())?;
+            if let Ok(serde_yaml::Value::Mapping(m)) = serde_yaml::from_str(&text)
+                && let Some(serde_yaml::Value::Mapping(ports)) = m.get("ports")
+            {
+                in_file = ports
+                    .keys()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect();
+            }
+            cfg
         }
         None => ClusterConfig::default(),
     };
-    let from_file = a.config.is_some();
+    let given = |key: &str| in_file.iter().any(|k| k == key);
     if let Some(n) = a.nodes {
         cfg.nodes = n;
     }
@@ -281,16 +292,18 @@ fn new_config(a: &UpArgs, profile: &Profile) -> anyhow::Result<ClusterConfig> {
     let others = profile.name != DEFAULT_PROFILE;
     cfg.ports.apiserver = match a.apiserver_port {
         Some(p) => p,
-        None if others && !from_file => 0,
+        None if others && !given("apiserver") => 0,
         None => cfg.ports.apiserver,
     };
     cfg.ports.etcd = match a.etcd_port {
         Some(p) => p,
-        None if others && !from_file => 0,
+        None if others && !given("etcd") => 0,
         None => cfg.ports.etcd,
     };
-    if others && !from_file {
+    if others && !given("scheduler") {
         cfg.ports.scheduler = 0;
+    }
+    if others && !given("controllerManager") {
         cfg.ports.controller_manager = 0;
     }
     for port in [
