@@ -1,8 +1,9 @@
 //! **component_base** — what every control-plane component shares, as Kubernetes'
 //! `k8s.io/component-base`: the HTTPS endpoint for health checks and debug pages
 //! ([`health`]), a client from a kubeconfig ([`client`]) and leader election on a Lease
-//! ([`leader`]).
+//! ([`leader`]), label selectors ([`labels`]).
 
 pub mod client;
 pub mod health;
+pub mod labels;
 pub mod leader;

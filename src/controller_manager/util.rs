@@ -23,50 +23,17 @@ pub fn split_key(key: &str) -> (&str, &str) {
     key.split_once('/').unwrap_or(("", key))
 }
 
-/// Whether `labels` satisfy `selector` (matchLabels and matchExpressions). A selector with no
-/// requirements matches everything; a malformed expression matches nothing.
+/// Whether `labels` satisfy `selector` (see [`crate::component_base::labels`]); no labels
+/// count as empty labels.
 pub fn selector_matches(
     selector: &LabelSelector,
     labels: Option<&BTreeMap<String, String>>,
 ) -> bool {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    if let Some(ml) = &selector.match_labels {
-        for (k, v) in ml {
-            if labels.get(k) != Some(v) {
-                return false;
-            }
-        }
-    }
-    for e in selector.match_expressions.iter().flatten() {
-        let values = e.values.as_deref().unwrap_or(&[]);
-        let have = labels.get(&e.key);
-        let ok = match e.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    crate::component_base::labels::selector_matches(selector, labels.unwrap_or(&EMPTY))
 }
 
-/// Whether a selector selects nothing at all (nil) or everything (empty): controllers ignore
-/// such selectors, as the real ones do.
-pub fn selector_is_empty(selector: &LabelSelector) -> bool {
-    selector
-        .match_labels
-        .as_ref()
-        .is_none_or(BTreeMap::is_empty)
-        && selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(Vec::is_empty)
-}
+pub use crate::component_base::labels::selector_is_empty;
 
 /// The owner reference with `controller: true`, if any.
 pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {

@@ -410,31 +410,10 @@ impl Snapshot {
     /// Builds a snapshot. A pod counts on a node when its `spec.nodeName` names
     /// a node of the list and its phase is neither Succeeded nor Failed.
     pub fn new(nodes: &[Node], pods: &[Pod]) -> Snapshot {
-        let mut infos: Vec<NodeInfo> = nodes.iter().cloned().map(NodeInfo::new).collect();
-        infos.sort_by(|a, b| a.name().cmp(b.name()));
-        infos.dedup_by(|a, b| a.name() == b.name());
-        for pod in pods {
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            if matches!(phase, Some("Succeeded" | "Failed")) {
-                continue;
-            }
-            let pi = PodInfo::new(pod.clone());
-            let Some(node) = pi.node_name() else {
-                continue;
-            };
-            if let Ok(i) = infos.binary_search_by(|n| n.name().cmp(node)) {
-                infos[i].add_pod(pi);
-            }
-        }
-        let any_required_anti_affinity = infos
-            .iter()
-            .flat_map(|n| n.pods.iter())
-            .any(|p| has_required_anti_affinity(&p.pod));
-        Snapshot {
-            nodes: infos,
-            any_required_anti_affinity,
-            namespace_labels: BTreeMap::new(),
-        }
+        Snapshot::from_shared(
+            nodes.iter().cloned().map(Arc::new),
+            pods.iter().map(|p| Arc::new(PodInfo::new(p.clone()))),
+        )
     }
 
     /// Builds a snapshot from shared nodes and pod infos (the scheduler's cache): nothing is

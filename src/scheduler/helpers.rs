@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, PodAffinityTerm, Taint, Toleration,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::framework::{NodeInfo, PodInfo};
 
@@ -22,41 +21,9 @@ pub static NO_LABELS: Labels = BTreeMap::new();
 /// The `kubernetes.io/hostname` label, special-cased by PodTopologySpread.
 pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 
-/// Does `selector` select an object with `labels`? An empty selector selects
-/// everything (callers treat a *missing* selector as "selects nothing").
-pub fn label_selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
-    if let Some(ml) = &selector.match_labels {
-        for (k, v) in ml {
-            if labels.get(k) != Some(v) {
-                return false;
-            }
-        }
-    }
-    for req in selector.match_expressions.iter().flatten() {
-        let values = req.values.as_deref().unwrap_or(&[]);
-        let have = labels.get(&req.key);
-        let ok = match req.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-/// `true` when the selector has no requirement at all (selects everything).
-pub fn label_selector_is_empty(selector: &LabelSelector) -> bool {
-    selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(|e| e.is_empty())
-}
+pub use crate::component_base::labels::{
+    selector_is_empty as label_selector_is_empty, selector_matches as label_selector_matches,
+};
 
 fn node_requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) -> bool {
     let values = req.values.as_deref().unwrap_or(&[]);
@@ -208,7 +175,7 @@ pub fn topology_value<'a>(node: &'a NodeInfo, key: &str) -> Option<&'a String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs
