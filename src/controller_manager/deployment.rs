@@ -86,14 +86,10 @@ pub fn start(ctx: &Arc<Ctx>, workers: usize) {
             c.queue.add(format!("{ns}/{}", dr.name));
         }
     });
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        ctx.synced().await;
-        let c2 = c.clone();
-        c.queue.run(workers, move |key| {
-            let c = c2.clone();
-            Box::pin(async move { c.sync(&key).await })
-        });
+    let c2 = c.clone();
+    c.queue.run_when_synced(ctx, workers, move |key| {
+        let c = c2.clone();
+        Box::pin(async move { c.sync(&key).await })
     });
 }
 
@@ -248,21 +244,11 @@ fn remove_condition(s: &mut DeploymentStatus, t: &str) {
 
 impl DeploymentController {
     fn rs_changed(&self, rs: &ReplicaSet) {
-        let ns = rs.namespace().unwrap_or_default();
-        if let Some(r) = util::controller_ref(&rs.metadata) {
-            if r.kind == "Deployment" {
-                self.queue.add(format!("{ns}/{}", r.name));
-            }
-            return;
-        }
-        for d in self.ctx.inf.deployments.store().state() {
-            if d.namespace().as_deref() == Some(ns.as_str())
-                && let Some(sel) = d.spec.as_ref().map(|s| &s.selector)
-                && !util::selector_is_empty(sel)
-                && util::selector_matches(sel, rs.metadata.labels.as_ref())
-            {
-                self.queue.add(util::key_of(&d.metadata));
-            }
+        let deployments = self.ctx.inf.deployments.store().state();
+        for key in util::owners_to_wake(&rs.metadata, "Deployment", &deployments, |d| {
+            d.spec.as_ref().map(|s| &s.selector)
+        }) {
+            self.queue.add(key);
         }
     }
 

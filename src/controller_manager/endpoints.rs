@@ -110,14 +110,10 @@ pub fn pod_ref(p: &Pod) -> ObjectReference {
 pub fn start(ctx: &Arc<Ctx>, workers: usize) {
     let queue = Queue::new("endpoints");
     watch_services_and_pods(ctx, &queue);
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        ctx.synced().await;
-        let c = ctx.clone();
-        queue.run(workers, move |key| {
-            let c = c.clone();
-            Box::pin(async move { sync(&c, &key).await })
-        });
+    let c = ctx.clone();
+    queue.run_when_synced(ctx, workers, move |key| {
+        let c = c.clone();
+        Box::pin(async move { sync(&c, &key).await })
     });
 }
 

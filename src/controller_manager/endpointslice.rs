@@ -22,14 +22,10 @@ pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 pub fn start(ctx: &Arc<Ctx>, workers: usize) {
     let queue = Queue::new("endpointslice");
     watch_services_and_pods(ctx, &queue);
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        ctx.synced().await;
-        let c = ctx.clone();
-        queue.run(workers, move |key| {
-            let c = c.clone();
-            Box::pin(async move { sync(&c, &key).await })
-        });
+    let c = ctx.clone();
+    queue.run_when_synced(ctx, workers, move |key| {
+        let c = c.clone();
+        Box::pin(async move { sync(&c, &key).await })
     });
 }
 

@@ -120,14 +120,10 @@ pub fn start(ctx: &Arc<Ctx>, workers: usize) {
     watch!(i.endpoints, 6);
     watch!(i.endpointslices, 7);
     watch!(i.serviceaccounts, 8);
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        ctx.synced().await;
-        let g = gc.clone();
-        gc.queue.run(workers, move |key| {
-            let g = g.clone();
-            Box::pin(async move { g.sync(&key).await })
-        });
+    let g = gc.clone();
+    gc.queue.run_when_synced(ctx, workers, move |key| {
+        let g = g.clone();
+        Box::pin(async move { g.sync(&key).await })
     });
 }
 

@@ -240,6 +240,19 @@ impl Queue {
     }
 
     /// Runs `workers` workers calling `sync(key)` for each queued key, forever.
+    /// Starts [`Queue::run`] once the shared caches have their first full lists: a controller
+    /// acts only on complete caches.
+    pub fn run_when_synced<F>(self: &Arc<Self>, ctx: &Arc<super::Ctx>, workers: usize, sync: F)
+    where
+        F: Fn(String) -> SyncFuture + Send + Sync + 'static,
+    {
+        let (queue, ctx) = (self.clone(), ctx.clone());
+        tokio::spawn(async move {
+            ctx.synced().await;
+            queue.run(workers, sync);
+        });
+    }
+
     pub fn run<F>(self: &Arc<Self>, workers: usize, sync: F)
     where
         F: Fn(String) -> SyncFuture + Send + Sync + 'static,

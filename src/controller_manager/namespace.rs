@@ -31,16 +31,12 @@ pub fn start(ctx: &Arc<Ctx>, workers: usize) {
             q.add(ns.name_any());
         }
     });
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        ctx.synced().await;
-        let c = ctx.clone();
-        let q = queue.clone();
-        queue.run(workers, move |key| {
-            let c = c.clone();
-            let q = q.clone();
-            Box::pin(async move { sync(&c, &q, &key).await })
-        });
+    let c = ctx.clone();
+    let q = queue.clone();
+    queue.run_when_synced(ctx, workers, move |key| {
+        let c = c.clone();
+        let q = q.clone();
+        Box::pin(async move { sync(&c, &q, &key).await })
     });
 }
 

@@ -49,14 +49,10 @@ pub fn start(ctx: &Arc<Ctx>, workers: usize) {
             c.pod_changed(pod);
         }
     });
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        ctx.synced().await;
-        let c2 = c.clone();
-        c.queue.run(workers, move |key| {
-            let c = c2.clone();
-            Box::pin(async move { c.sync(&key).await })
-        });
+    let c2 = c.clone();
+    c.queue.run_when_synced(ctx, workers, move |key| {
+        let c = c2.clone();
+        Box::pin(async move { c.sync(&key).await })
     });
 }
 
@@ -64,21 +60,11 @@ impl ReplicaSetController {
     /// A pod changed: its controlling replica set, or (for an orphan) every replica set whose
     /// selector matches it, must look again.
     fn pod_changed(&self, pod: &Pod) {
-        let ns = pod.namespace().unwrap_or_default();
-        if let Some(r) = util::controller_ref(&pod.metadata) {
-            if r.kind == "ReplicaSet" {
-                self.queue.add(format!("{ns}/{}", r.name));
-            }
-            return;
-        }
-        for rs in self.ctx.inf.replicasets.store().state() {
-            if rs.namespace().as_deref() == Some(ns.as_str())
-                && let Some(sel) = rs.spec.as_ref().map(|s| &s.selector)
-                && !util::selector_is_empty(sel)
-                && util::selector_matches(sel, pod.metadata.labels.as_ref())
-            {
-                self.queue.add(util::key_of(&rs.metadata));
-            }
+        let replicasets = self.ctx.inf.replicasets.store().state();
+        for key in util::owners_to_wake(&pod.metadata, "ReplicaSet", &replicasets, |rs| {
+            rs.spec.as_ref().map(|s| &s.selector)
+        }) {
+            self.queue.add(key);
         }
     }
 

@@ -27,14 +27,10 @@ pub fn start(ctx: &Arc<Ctx>, workers: usize) {
             q.add(sa.namespace().unwrap_or_default());
         }
     });
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        ctx.synced().await;
-        let c = ctx.clone();
-        queue.run(workers, move |ns| {
-            let c = c.clone();
-            Box::pin(async move { sync(&c, &ns).await })
-        });
+    let c = ctx.clone();
+    queue.run_when_synced(ctx, workers, move |ns| {
+        let c = c.clone();
+        Box::pin(async move { sync(&c, &ns).await })
     });
 }
 

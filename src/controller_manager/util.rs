@@ -18,6 +18,35 @@ pub fn key_of(meta: &ObjectMeta) -> String {
     )
 }
 
+/// The keys of the owners (of kind `kind`, e.g. replica sets for a pod) that must look again
+/// when the object with `meta` changed: its controller when it has one, otherwise — an orphan,
+/// perhaps to adopt — every owner in its namespace whose non-empty selector matches it.
+pub fn owners_to_wake<T: Resource>(
+    meta: &ObjectMeta,
+    kind: &str,
+    owners: &[Arc<T>],
+    selector: impl Fn(&T) -> Option<&LabelSelector>,
+) -> Vec<String> {
+    let ns = meta.namespace.as_deref().unwrap_or("");
+    if let Some(r) = controller_ref(meta) {
+        return if r.kind == kind {
+            vec![format!("{ns}/{}", r.name)]
+        } else {
+            Vec::new()
+        };
+    }
+    owners
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns))
+        .filter(|o| {
+            selector(o).is_some_and(|sel| {
+                !selector_is_empty(sel) && selector_matches(sel, meta.labels.as_ref())
+            })
+        })
+        .map(|o| key_of(o.meta()))
+        .collect()
+}
+
 /// Splits a `namespace/name` key.
 pub fn split_key(key: &str) -> (&str, &str) {
     key.split_once('/').unwrap_or(("", key))
