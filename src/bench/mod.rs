@@ -11,7 +11,9 @@
 //! Helpers shared by benchmarks live here: temp dirs, free ports, machine info, tables.
 
 pub mod apiserver;
+pub mod deployment;
 pub mod etcd;
+pub mod scale;
 pub mod scheduler;
 pub mod up;
 

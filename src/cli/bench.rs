@@ -30,6 +30,44 @@ pub enum BenchCommand {
     /// Scheduler throughput end to end on simulated nodes (`minik up --fake-nodes`): pods
     /// bound per second. Markdown on stdout.
     Scheduler(SchedulerBenchArgs),
+    /// A Deployment of R replicas on simulated nodes, from create to fully available (the
+    /// controller-manager, scheduler and fake kubelet at work). Markdown on stdout.
+    Deployment(DeploymentBenchArgs),
+    /// Many pods on simulated nodes (created bound, run by the fake kubelet): the time to run
+    /// them, the real `kubectl get pods -A` over all of them, every process's memory.
+    Scale(ScaleBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ScaleBenchArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: u32,
+    /// Pods to hold.
+    #[arg(long, default_value_t = 100_000)]
+    pub pods: usize,
+    /// Concurrent clients creating pods.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// The kubectl binary to time.
+    #[arg(long, default_value = "kubectl")]
+    pub kubectl: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct DeploymentBenchArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: u32,
+    /// Replicas of the deployment.
+    #[arg(long, default_value_t = 1000)]
+    pub replicas: i32,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -46,6 +84,10 @@ pub struct SchedulerBenchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// `pending`: create every pod with the scheduler stopped, then time the scheduler on the
+    /// backlog (as scheduler_perf); `streaming`: create while it runs.
+    #[arg(long, value_enum, default_value = "pending")]
+    pub mode: crate::bench::scheduler::Mode,
 }
 
 #[derive(Args, Debug)]
@@ -178,6 +220,36 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 nodes: a.nodes,
                 pods: a.pods,
                 clients: a.clients,
+                timeout: Duration::from_secs(a.timeout),
+                mode: a.mode,
+            })?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        BenchCommand::Deployment(a) => {
+            if a.replicas < 1 {
+                anyhow::bail!("--replicas must be at least 1");
+            }
+            let ok = crate::bench::deployment::run(&crate::bench::deployment::Options {
+                nodes: a.nodes,
+                replicas: a.replicas,
+                timeout: Duration::from_secs(a.timeout),
+            })?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        BenchCommand::Scale(a) => {
+            let ok = crate::bench::scale::run(&crate::bench::scale::Options {
+                nodes: a.nodes,
+                pods: a.pods,
+                clients: a.clients,
+                kubectl: a.kubectl,
                 timeout: Duration::from_secs(a.timeout),
             })?;
             Ok(if ok {

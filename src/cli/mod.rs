@@ -15,7 +15,7 @@ mod kubectl;
 mod lifecycle;
 mod logs;
 mod scheduler;
-mod status;
+pub(crate) mod status;
 mod up;
 
 use std::ffi::OsString;

@@ -2,11 +2,13 @@
 //! ns/pod` prints): every filter verdict on every node, every score plugin's raw
 //! and normalized score with its weight on feasible nodes, and the chosen node.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::framework::Reason;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Explanation {
     /// `namespace/name` of the pod.
     pub pod: String,
@@ -18,6 +20,52 @@ pub struct Explanation {
     /// [`super::attempt`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Nodes not tried: the attempt stopped filtering once it had found enough feasible
+    /// nodes (kube-scheduler's `percentageOfNodesToScore`).
+    #[serde(default)]
+    pub not_evaluated: usize,
+    /// Feasible nodes left out of `nodes` by [`Explanation::compact`] (lower totals).
+    #[serde(default)]
+    pub more_feasible: usize,
+}
+
+impl Explanation {
+    /// Keeps what explains the outcome and drops the rest, so that thousands of explanations
+    /// fit in memory on a large cluster: every rejected node (it says why not), and of the
+    /// feasible nodes only the `keep` with the highest totals (the selected one among them).
+    pub fn compact(mut self, keep: usize) -> Explanation {
+        let feasible = self.nodes.iter().filter(|n| n.feasible).count();
+        if feasible <= keep {
+            return self;
+        }
+        let mut totals: Vec<i64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.feasible)
+            .map(|n| n.total.unwrap_or(0))
+            .collect();
+        totals.sort_unstable_by(|a, b| b.cmp(a));
+        let cutoff = keep
+            .checked_sub(1)
+            .and_then(|i| totals.get(i))
+            .copied()
+            .unwrap_or(i64::MAX);
+        let mut kept = 0;
+        let selected = self.selected.clone();
+        self.nodes.retain(|n| {
+            if !n.feasible {
+                return true;
+            }
+            let is_selected = selected.as_deref() == Some(n.node.as_str());
+            let keep_it = is_selected || (kept < keep && n.total.unwrap_or(0) >= cutoff);
+            if keep_it {
+                kept += 1;
+            }
+            keep_it
+        });
+        self.more_feasible += feasible - kept;
+        self
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,14 +83,14 @@ pub struct NodeExplanation {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilterVerdict {
-    pub plugin: String,
+    pub plugin: Cow<'static, str>,
     /// `None`: passed.
     pub failure: Option<Reason>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginScore {
-    pub plugin: String,
+    pub plugin: Cow<'static, str>,
     /// The plugin had nothing to say about this pod (PreScore Skip): 0.
     pub skipped: bool,
     pub raw: i64,
@@ -126,9 +174,20 @@ pub fn render(e: &Explanation) -> String {
         }
     }
     out.push_str(&table(&rows));
+    if e.not_evaluated > 0 {
+        out.push_str(&format!(
+            "  ({} more nodes not evaluated: enough feasible nodes were found \
+             (percentageOfNodesToScore))\n",
+            e.not_evaluated
+        ));
+    }
 
     let feasible: Vec<&NodeExplanation> = e.nodes.iter().filter(|n| n.feasible).collect();
     if feasible.is_empty() {
+        return out;
+    }
+    if feasible.len() == 1 && feasible[0].scores.is_empty() && e.more_feasible == 0 {
+        out.push_str("\nScores: none (a single feasible node is selected without scoring)\n");
         return out;
     }
     out.push_str("\nScores (raw -> normalized 0-100, x weight):\n");
@@ -142,7 +201,7 @@ pub fn render(e: &Explanation) -> String {
         header.push(format!("{}{mark}", n.node));
     }
     let mut rows = vec![header];
-    let plugins: Vec<(String, i64)> = feasible[0]
+    let plugins: Vec<(Cow<'static, str>, i64)> = feasible[0]
         .scores
         .iter()
         .map(|s| (s.plugin.clone(), s.weight))
@@ -164,6 +223,12 @@ pub fn render(e: &Explanation) -> String {
     }
     rows.push(total);
     out.push_str(&table(&rows));
+    if e.more_feasible > 0 {
+        out.push_str(&format!(
+            "  ({} more feasible nodes with lower totals not shown)\n",
+            e.more_feasible
+        ));
+    }
     if e.selected.is_some() {
         out.push_str("  (* = selected; ties go to the node whose name sorts first)\n");
     }
@@ -208,6 +273,38 @@ mod tests {
         assert!(text.contains("NodeAffinity (x2)"), "{text}");
         assert!(text.contains("skipped"), "{text}");
         assert!(text.contains("TOTAL"), "{text}");
+    }
+
+    #[test]
+    fn compact_keeps_rejected_and_best_nodes() {
+        let nodes: Vec<_> = (0..30)
+            .map(|i| {
+                node(
+                    &format!("n{i:02}"),
+                    if i == 0 { "100m" } else { "4" },
+                    "8Gi",
+                )
+            })
+            .collect();
+        let pods: Vec<_> = (1..30)
+            .map(|i| {
+                on_node(
+                    pod(&format!("x{i}"), Some(&format!("{}m", i * 100)), None),
+                    &format!("n{i:02}"),
+                )
+            })
+            .collect();
+        let s = Snapshot::new(&nodes, &pods);
+        let r = Framework::default_profile().schedule(&pod("p", Some("1"), None), &s);
+        let c = r.explanation.clone().compact(5);
+        assert_eq!(c.nodes.iter().filter(|n| n.feasible).count(), 5);
+        assert_eq!(c.more_feasible, 24);
+        assert!(c.nodes.iter().any(|n| n.node == "n00" && !n.feasible));
+        assert!(c.nodes.iter().any(|n| Some(&n.node) == r.selected.as_ref()));
+        // The least loaded nodes score best.
+        assert!(c.nodes.iter().any(|n| n.node == "n01"));
+        assert!(!c.nodes.iter().any(|n| n.node == "n29"));
+        assert!(render(&c).contains("(24 more feasible nodes with lower totals not shown)"));
     }
 
     #[test]

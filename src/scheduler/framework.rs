@@ -3,8 +3,10 @@
 //! which runs every Filter plugin on every node, then scores the feasible nodes
 //! with the weighted Score plugins and picks the best one.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -348,7 +350,11 @@ impl NodeInfo {
 
     /// Removes the pod with this `namespace/name` key; returns it if found.
     pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
-        let idx = self.pods.iter().position(|p| p.key() == key)?;
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        let idx = self
+            .pods
+            .iter()
+            .position(|p| p.name() == name && p.namespace() == ns)?;
         let pod = self.pods.remove(idx);
         self.requested.sub(&pod.requests);
         self.non_zero_requested.milli_cpu =
@@ -380,6 +386,33 @@ impl NodeInfo {
     }
 }
 
+/// Whether a pod has terms that InterPodAffinity's Score counts for other pods: required or
+/// preferred pod affinity, or preferred pod anti-affinity.
+pub fn has_scored_affinity(pod: &Pod) -> bool {
+    let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
+        return false;
+    };
+    let pa = a.pod_affinity.as_ref();
+    let paa = a.pod_anti_affinity.as_ref();
+    pa.and_then(|p| {
+        p.required_during_scheduling_ignored_during_execution
+            .as_ref()
+    })
+    .is_some_and(|v| !v.is_empty())
+        || pa
+            .and_then(|p| {
+                p.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .is_some_and(|v| !v.is_empty())
+        || paa
+            .and_then(|p| {
+                p.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .is_some_and(|v| !v.is_empty())
+}
+
 /// Whether a pod has required (hard) pod anti-affinity terms.
 pub fn has_required_anti_affinity(pod: &Pod) -> bool {
     pod.spec
@@ -402,6 +435,10 @@ pub struct Snapshot {
     /// InterPodAffinity need not look at existing pods for a pod without affinity terms, as
     /// the real plugin's PreFilter finds).
     pub any_required_anti_affinity: bool,
+    /// Whether any pod in the snapshot has affinity terms InterPodAffinity scores by (required
+    /// affinity, preferred affinity or preferred anti-affinity): without any, and with none on
+    /// the incoming pod, the plugin has nothing to score (its PreScore Skip).
+    pub any_scored_affinity: bool,
     /// Namespace labels, used by pod affinity terms with a namespaceSelector.
     pub namespace_labels: BTreeMap<String, Labels>,
 }
@@ -450,9 +487,14 @@ impl Snapshot {
             .iter()
             .flat_map(|n| n.pods.iter())
             .any(|p| has_required_anti_affinity(&p.pod));
+        let any_scored_affinity = infos
+            .iter()
+            .flat_map(|n| n.pods.iter())
+            .any(|p| has_scored_affinity(&p.pod));
         Snapshot {
             nodes: infos,
             any_required_anti_affinity,
+            any_scored_affinity,
             namespace_labels: BTreeMap::new(),
         }
     }
@@ -535,9 +577,9 @@ pub struct ScoreContext<'a> {
 }
 
 /// One node's score from one plugin.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeScore {
-    pub node: String,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeScore<'a> {
+    pub node: &'a str,
     pub score: i64,
 }
 
@@ -579,6 +621,10 @@ pub fn default_normalize(scores: &mut [NodeScore], reverse: bool) {
 pub struct Framework {
     pub filters: Vec<Box<dyn FilterPlugin>>,
     pub scorers: Vec<(Box<dyn ScorePlugin>, i64)>,
+    /// kube-scheduler's `percentageOfNodesToScore`: `None` (or 0) is adaptive.
+    pub percentage_of_nodes_to_score: Option<u32>,
+    /// Where the next attempt starts filtering (so that attempts spread over all nodes).
+    next_start_node_index: AtomicUsize,
 }
 
 /// The outcome of one attempt.
@@ -606,6 +652,8 @@ impl Framework {
         Framework {
             filters: Vec::new(),
             scorers: Vec::new(),
+            percentage_of_nodes_to_score: None,
+            next_start_node_index: AtomicUsize::new(0),
         }
     }
 
@@ -615,6 +663,8 @@ impl Framework {
         Framework {
             filters: super::plugins::default_filters(),
             scorers: super::plugins::default_scorers(),
+            percentage_of_nodes_to_score: None,
+            next_start_node_index: AtomicUsize::new(0),
         }
     }
 
@@ -642,19 +692,51 @@ impl Framework {
         })
     }
 
-    /// Schedules `pod` on `snapshot`. Unlike the real scheduler, every filter runs
-    /// on every node (the explanation shows all verdicts), but only the first
-    /// failure counts in the diagnosis, as in Kubernetes. All nodes are
-    /// considered (the real one samples a percentage of large clusters).
-    /// Ties between equal totals go to the node whose name sorts first (the real
-    /// scheduler picks one of them at random).
+    /// How many feasible nodes an attempt looks for before it stops filtering
+    /// (kube-scheduler's `numFeasibleNodesToFind`): every node below 100 nodes; else
+    /// `percentageOfNodesToScore` of them (adaptive by default: 50% minus 1% per 125
+    /// nodes, at least 5%), and at least 100.
+    pub fn num_feasible_nodes_to_find(&self, all_nodes: usize) -> usize {
+        const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+        const MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: usize = 5;
+        if all_nodes < MIN_FEASIBLE_NODES_TO_FIND {
+            return all_nodes;
+        }
+        let percentage = match self.percentage_of_nodes_to_score {
+            Some(p) if p > 0 => (p as usize).min(100),
+            _ => 50usize
+                .saturating_sub(all_nodes / 125)
+                .max(MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND),
+        };
+        (all_nodes * percentage / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
+    }
+
+    /// Schedules `pod` on `snapshot`, as kube-scheduler's `schedulePod`: filter the nodes,
+    /// starting where the previous attempt stopped and going round, until
+    /// [`Framework::num_feasible_nodes_to_find`] feasible nodes are found or every node
+    /// was tried; then score the feasible ones (a single feasible node is taken without
+    /// scoring) and take the highest total. Unlike the real scheduler, every filter runs on
+    /// an infeasible node (the explanation shows all its verdicts), but only the first
+    /// failure counts in the diagnosis, as in Kubernetes. Ties between equal totals go to
+    /// the node whose name sorts first (the real scheduler picks one of them at random).
     pub fn schedule(&self, pod: &Pod, snapshot: &Snapshot) -> ScheduleResult {
         let pi = PodInfo::new(pod.clone());
-        let mut nodes = Vec::with_capacity(snapshot.nodes.len());
+        let all = snapshot.nodes.len();
+        let want = self.num_feasible_nodes_to_find(all);
+        let start = if all == 0 {
+            0
+        } else {
+            self.next_start_node_index.load(Ordering::Relaxed) % all
+        };
         let mut diagnosis = BTreeMap::new();
-        let mut feasible: Vec<&NodeInfo> = Vec::new();
-
-        for node in &snapshot.nodes {
+        // Indices into snapshot.nodes, in the order they were tried.
+        let mut feasible_idx: Vec<usize> = Vec::new();
+        let mut explained: Vec<(usize, NodeExplanation)> = Vec::new();
+        let mut tried = 0;
+        while tried < all && feasible_idx.len() < want {
+            let i = (start + tried) % all;
+            tried += 1;
+            let node = &snapshot.nodes[i];
             let mut filters = Vec::with_capacity(self.filters.len());
             let mut first: Option<Reason> = None;
             for f in &self.filters {
@@ -665,7 +747,7 @@ impl Framework {
                     first = Some(r.clone());
                 }
                 filters.push(FilterVerdict {
-                    plugin: f.name().to_string(),
+                    plugin: Cow::Borrowed(f.name()),
                     failure: verdict.err(),
                 });
             }
@@ -674,36 +756,55 @@ impl Framework {
                 Some(r) => {
                     diagnosis.insert(node.name().to_string(), r);
                 }
-                None => feasible.push(node),
+                None => feasible_idx.push(i),
             }
-            nodes.push(NodeExplanation {
-                node: node.name().to_string(),
-                feasible: is_feasible,
-                filters,
-                scores: Vec::new(),
-                total: None,
-            });
+            explained.push((
+                i,
+                NodeExplanation {
+                    node: node.name().to_string(),
+                    feasible: is_feasible,
+                    filters,
+                    scores: Vec::new(),
+                    total: None,
+                },
+            ));
         }
+        if all > 0 {
+            self.next_start_node_index
+                .store((start + tried) % all, Ordering::Relaxed);
+        }
+        // Explanations in node-name order (the snapshot's order).
+        explained.sort_by_key(|(i, _)| *i);
+        let mut nodes: Vec<NodeExplanation> = explained.into_iter().map(|(_, n)| n).collect();
+        feasible_idx.sort_unstable();
+        let feasible: Vec<&NodeInfo> = feasible_idx.iter().map(|&i| &snapshot.nodes[i]).collect();
 
-        let totals = self.score_nodes(&pi, snapshot, &feasible, &mut nodes);
-        // Highest total wins; nodes are sorted by name so the first max is the
-        // alphabetically smallest among ties.
-        let mut selected: Option<(&str, i64)> = None;
-        for (name, total) in &totals {
-            if selected.is_none_or(|(_, best)| *total > best) {
-                selected = Some((name, *total));
+        let selected = if feasible.len() == 1 {
+            // As the real scheduler: one feasible node needs no scores.
+            Some(feasible[0].name().to_string())
+        } else {
+            let totals = self.score_nodes(&pi, snapshot, &feasible, &mut nodes);
+            // Highest total wins; nodes are sorted by name so the first max is the
+            // alphabetically smallest among ties.
+            let mut best: Option<(usize, i64)> = None;
+            for (i, total) in totals.iter().enumerate() {
+                if best.is_none_or(|(_, b)| *total > b) {
+                    best = Some((i, *total));
+                }
             }
-        }
-        let selected = selected.map(|(n, _)| n.to_string());
+            best.map(|(i, _)| feasible[i].name().to_string())
+        };
         let mut result = ScheduleResult {
             selected: selected.clone(),
-            num_all_nodes: snapshot.nodes.len(),
+            num_all_nodes: all,
             diagnosis,
             explanation: Explanation {
                 pod: pi.key(),
                 nodes,
                 selected,
                 message: None,
+                not_evaluated: all - tried,
+                more_feasible: 0,
             },
         };
         // The message without a preemption suffix; `attempt` adds it.
@@ -711,40 +812,43 @@ impl Framework {
         result
     }
 
+    /// Scores the feasible nodes (sorted by name; `nodes` holds their explanations, in the
+    /// same order among others) and returns each one's weighted total.
     fn score_nodes(
         &self,
         pod: &PodInfo,
         snapshot: &Snapshot,
         feasible: &[&NodeInfo],
         nodes: &mut [NodeExplanation],
-    ) -> Vec<(String, i64)> {
+    ) -> Vec<i64> {
         let ctx = ScoreContext { snapshot, feasible };
-        let mut totals: Vec<(String, i64)> =
-            feasible.iter().map(|n| (n.name().to_string(), 0)).collect();
-        let mut per_node: Vec<Vec<PluginScore>> = vec![Vec::new(); feasible.len()];
+        let mut totals: Vec<i64> = vec![0; feasible.len()];
+        let mut per_node: Vec<Vec<PluginScore>> =
+            vec![Vec::with_capacity(self.scorers.len()); feasible.len()];
+        let mut raw: Vec<NodeScore> = Vec::with_capacity(feasible.len());
+        let mut normalized: Vec<NodeScore> = Vec::with_capacity(feasible.len());
         for (plugin, weight) in &self.scorers {
             let skipped = plugin.skip(pod, &ctx);
-            let raw: Vec<NodeScore> = feasible
-                .iter()
-                .map(|n| NodeScore {
-                    node: n.name().to_string(),
-                    score: if skipped {
-                        0
-                    } else {
-                        plugin.score(pod, n, &ctx)
-                    },
-                })
-                .collect();
-            let mut normalized = raw.clone();
+            raw.clear();
+            raw.extend(feasible.iter().map(|n| NodeScore {
+                node: n.name(),
+                score: if skipped {
+                    0
+                } else {
+                    plugin.score(pod, n, &ctx)
+                },
+            }));
+            normalized.clear();
+            normalized.extend_from_slice(&raw);
             if !skipped {
                 plugin.normalize(pod, &ctx, &mut normalized);
             }
             for (i, (r, n)) in raw.iter().zip(&normalized).enumerate() {
                 let norm = n.score.clamp(0, MAX_NODE_SCORE);
                 let weighted = norm * weight;
-                totals[i].1 += weighted;
+                totals[i] += weighted;
                 per_node[i].push(PluginScore {
-                    plugin: plugin.name().to_string(),
+                    plugin: Cow::Borrowed(plugin.name()),
                     skipped,
                     raw: r.score,
                     normalized: norm,
@@ -753,8 +857,10 @@ impl Framework {
                 });
             }
         }
-        for ((name, total), scores) in totals.iter().zip(per_node) {
-            if let Some(ne) = nodes.iter_mut().find(|n| &n.node == name) {
+        // Both lists are in node-name order: one merge pass.
+        let mut explained = nodes.iter_mut().filter(|n| n.feasible);
+        for ((node, total), scores) in feasible.iter().zip(&totals).zip(per_node) {
+            if let Some(ne) = explained.by_ref().find(|n| n.node == node.name()) {
                 ne.scores = scores;
                 ne.total = Some(*total);
             }
@@ -999,12 +1105,59 @@ mod tests {
     }
 
     #[test]
+    fn feasible_nodes_to_find_as_kube_scheduler() {
+        let fw = Framework::default_profile();
+        let want = |n| fw.num_feasible_nodes_to_find(n);
+        assert_eq!(want(0), 0);
+        assert_eq!(want(50), 50);
+        assert_eq!(want(100), 100); // 49% of 100 is below the floor of 100
+        assert_eq!(want(1000), 420); // 50% - 1000/125 = 42%
+        assert_eq!(want(5000), 500); // 10%
+        assert_eq!(want(10000), 500); // 5% at least
+        let fixed = Framework {
+            percentage_of_nodes_to_score: Some(100),
+            ..Framework::default_profile()
+        };
+        assert_eq!(fixed.num_feasible_nodes_to_find(1000), 1000);
+    }
+
+    #[test]
+    fn attempts_sample_nodes_round_robin() {
+        let nodes: Vec<Node> = (0..300)
+            .map(|i| node(&format!("n{i:03}"), "4", "8Gi"))
+            .collect();
+        let s = Snapshot::new(&nodes, &[]);
+        let fw = Framework::default_profile();
+        let first = fw.schedule(&pod("a", Some("100m"), None), &s);
+        // 48% of 300 nodes are tried, from the first node on.
+        assert_eq!(first.explanation.nodes.len(), 144);
+        assert_eq!(first.explanation.not_evaluated, 156);
+        assert_eq!(first.explanation.nodes[0].node, "n000");
+        assert!(first.selected.is_some());
+        // The next attempt starts where this one stopped.
+        let second = fw.schedule(&pod("b", Some("100m"), None), &s);
+        assert_eq!(second.explanation.nodes[0].node, "n144");
+        assert_eq!(second.explanation.nodes[143].node, "n287");
+        // ... and goes round the end of the list.
+        let third = fw.schedule(&pod("c", Some("100m"), None), &s);
+        assert_eq!(third.explanation.nodes[0].node, "n000");
+        assert_eq!(third.explanation.nodes[131].node, "n131");
+        assert_eq!(third.explanation.nodes[132].node, "n288");
+        // Infeasible everywhere: every node is tried, and the message counts them all.
+        let big = fw.schedule(&pod("big", Some("8"), None), &s);
+        assert_eq!(big.explanation.not_evaluated, 0);
+        assert_eq!(
+            big.explanation.message.as_deref(),
+            Some("0/300 nodes are available: 300 Insufficient cpu.")
+        );
+    }
+
+    #[test]
     fn default_normalize_forward_and_reverse() {
         let mk = |v: &[i64]| -> Vec<NodeScore> {
             v.iter()
-                .enumerate()
-                .map(|(i, s)| NodeScore {
-                    node: i.to_string(),
+                .map(|s| NodeScore {
+                    node: "n",
                     score: *s,
                 })
                 .collect()
@@ -1057,7 +1210,7 @@ mod tests {
             .filters
             .iter()
             .filter(|f| f.failure.is_some())
-            .map(|f| f.plugin.as_str())
+            .map(|f| f.plugin.as_ref())
             .collect();
         assert_eq!(failed, ["TaintToleration", "NodeResourcesFit"]);
     }

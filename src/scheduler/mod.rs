@@ -21,6 +21,7 @@
 //! as in Kubernetes' scheduler framework), and ends in a Binding or a
 //! FailedScheduling event built by [`failure`] (and [`preemption`]).
 
+pub mod cache;
 pub mod explain;
 pub mod failure;
 pub mod framework;
@@ -57,6 +58,13 @@ impl Attempt {
     /// The explanation with the failure message filled in.
     pub fn explanation(&self) -> Explanation {
         let mut e = self.result.explanation.clone();
+        e.message = self.message.clone();
+        e
+    }
+
+    /// Like [`Attempt::explanation`], moving it out (no copy): the result keeps an empty one.
+    pub fn take_explanation(&mut self) -> Explanation {
+        let mut e = std::mem::take(&mut self.result.explanation);
         e.message = self.message.clone();
         e
     }

@@ -3,8 +3,9 @@
 //! - Shared caches (kube-runtime reflectors) of nodes, pods and namespaces, fed by one watch each.
 //! - Pods with no `spec.nodeName`, `schedulerName: default-scheduler` and no deletion timestamp go
 //!   into the [`Queue`]; node and pod changes move unschedulable pods back.
-//! - One pod at a time: a [`Snapshot`] of the caches plus the pods this scheduler bound but has
-//!   not seen bound yet ("assumed"), then [`attempt`]: bind with `pods/binding` and record
+//! - One pod at a time, on the [`Cache`]'s snapshot (nodes, bound pods and the pods this
+//!   scheduler bound but has not seen bound yet — "assumed" — kept up to date by the watch
+//!   events), then [`attempt`]: bind with `pods/binding` and record
 //!   `Scheduled`, or set the `PodScheduled=False` condition and record `FailedScheduling`; when
 //!   preemption nominates a node, delete the victims and set `status.nominatedNodeName`.
 //! - The last attempt's [`Explanation`] per pod is served on `/debug/why/NAMESPACE/POD`, which
@@ -19,19 +20,21 @@ use hyper::StatusCode;
 use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod};
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use parking_lot::Mutex;
 use serde_json::json;
 
+use super::cache::Cache;
 use super::queue::Queue;
-use super::{Explanation, Framework, NodeInfo, PodInfo, PreemptionOutcome, Snapshot, attempt};
+use super::{Explanation, Framework, PodInfo, PreemptionOutcome, attempt};
 
 /// The scheduler's name, as pods ask for it in `spec.schedulerName`.
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 /// How many explanations are kept (the most recent pods).
 const EXPLANATIONS: usize = 2000;
+/// How many feasible nodes (the best) an explanation keeps; rejected nodes are all kept.
+const EXPLAINED_FEASIBLE_NODES: usize = 10;
 
 /// What the process is started with (kube-scheduler's flags).
 #[derive(Debug, Clone)]
@@ -46,22 +49,9 @@ pub struct Options {
 struct State {
     queue: Mutex<Queue>,
     wake: tokio::sync::Notify,
-    /// The scheduler's cache: every bound pod (key → its PodInfo, computed once per version),
-    /// and each node without its pods (name → NodeInfo). Snapshots are built from these by
-    /// copying pointers.
+    /// The scheduler's cache: nodes, bound pods and assumed pods, as a ready snapshot.
     cache: Mutex<Cache>,
-    /// Pods bound by this scheduler, until the cache shows them bound.
-    assumed: Mutex<HashMap<String, Arc<PodInfo>>>,
     explanations: Mutex<(HashMap<String, Explanation>, VecDeque<String>)>,
-}
-
-#[derive(Default)]
-struct Cache {
-    pods: HashMap<String, Arc<PodInfo>>,
-    nodes: HashMap<String, NodeInfo>,
-    /// While a watch re-lists: what the new list holds so far.
-    relisting_pods: Option<HashMap<String, Arc<PodInfo>>>,
-    relisting_nodes: Option<HashMap<String, NodeInfo>>,
 }
 
 fn is_bound(pod: &Pod) -> bool {
@@ -106,7 +96,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         queue: Mutex::new(Queue::default()),
         wake: tokio::sync::Notify::new(),
         cache: Mutex::new(Cache::default()),
-        assumed: Mutex::new(HashMap::new()),
         explanations: Mutex::new((HashMap::new(), VecDeque::new())),
     });
     let pages = {
@@ -133,13 +122,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     nodes_ready.await;
     pods_ready.await;
     namespaces_ready.await;
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: SCHEDULER_NAME.into(),
-            instance: Some(crate::component_base::leader::identity()),
-        },
-    );
+    let recorder = Events {
+        client: client.clone(),
+        instance: crate::component_base::leader::identity(),
+    };
     let framework = Framework::default_profile();
     // Bindings in flight at once.
     let binds = Arc::new(tokio::sync::Semaphore::new(64));
@@ -165,13 +151,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             state.queue.lock().remove(&key);
             continue;
         };
-        if !is_pending_for_us(&pod) || state.assumed.lock().contains_key(&key) {
+        if !is_pending_for_us(&pod) || state.cache.lock().is_assumed(&key) {
             state.queue.lock().remove(&key);
             continue;
         }
-        let snapshot = snapshot(&namespaces, &state);
-        let outcome = attempt(&framework, &pod, &snapshot);
-        remember(&state, &key, outcome.explanation());
+        let mut outcome = {
+            let labels = namespace_labels(&namespaces);
+            let mut cache = state.cache.lock();
+            let snapshot = cache.snapshot();
+            snapshot.namespace_labels = labels;
+            attempt(&framework, &pod, snapshot)
+        };
+        remember(
+            &state,
+            &key,
+            outcome.take_explanation().compact(EXPLAINED_FEASIBLE_NODES),
+        );
         let pod_api: Api<Pod> = Api::namespaced(client.clone(), ns);
         let reference = object_ref(&pod);
         match (&outcome.result.selected, &outcome.preemption) {
@@ -183,9 +178,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     spec.node_name = Some(node.clone());
                 }
                 state
-                    .assumed
+                    .cache
                     .lock()
-                    .insert(key.clone(), Arc::new(PodInfo::new(bound)));
+                    .assume(&key, Arc::new(PodInfo::new(bound)));
                 state.queue.lock().remove(&key);
                 let permit = binds.clone().acquire_owned().await;
                 let (state, recorder, node, name) = (
@@ -199,20 +194,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     match bind(&pod_api, &name, &node).await {
                         Ok(()) => {
                             tracing::info!(pod = %key, %node, "scheduled");
-                            publish(
-                                &recorder,
+                            recorder.publish(
                                 &reference,
-                                EventType::Normal,
+                                "Normal",
                                 "Scheduled",
                                 "Binding",
                                 format!("Successfully assigned {key} to {node}"),
-                            )
-                            .await;
+                            );
                         }
                         Err(e) => {
                             tracing::warn!(pod = %key, "binding failed: {e}");
                             // Forget the assumption; try again after a back-off.
-                            state.assumed.lock().remove(&key);
+                            state.cache.lock().forget(&key);
                             state.queue.lock().retry(&key, Instant::now());
                             state.wake.notify_one();
                         }
@@ -238,18 +231,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                         if let Some(victim) =
                             pods.get(&reflector::ObjectRef::new(&v.name).within(&v.namespace))
                         {
-                            publish(
-                                &recorder,
+                            recorder.publish(
                                 &object_ref(&victim),
-                                EventType::Normal,
+                                "Normal",
                                 "Preempted",
                                 "Preempting",
                                 format!(
                                     "Preempted by pod {} on node {node}",
                                     pod.metadata.uid.as_deref().unwrap_or("")
                                 ),
-                            )
-                            .await;
+                            );
                         }
                         if let Err(e) = api.delete(&v.name, &DeleteParams::default()).await {
                             tracing::warn!(victim = %v.name, "preemption: {e}");
@@ -264,15 +255,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                         &Patch::Strategic(json!({"status": status})),
                     )
                     .await;
-                publish(
-                    &recorder,
+                recorder.publish(
                     &reference,
-                    EventType::Warning,
+                    "Warning",
                     "FailedScheduling",
                     "Scheduling",
                     message,
-                )
-                .await;
+                );
                 let mut q = state.queue.lock();
                 match preemption {
                     Some(PreemptionOutcome::Nominated { .. }) => q.retry(&key, Instant::now()),
@@ -290,26 +279,15 @@ fn on_pod_event(state: &State, ev: &Event<Pod>) {
     match ev {
         Event::Apply(pod) | Event::InitApply(pod) => {
             let key = key_of(pod);
-            {
-                let mut cache = state.cache.lock();
-                let info = is_bound(pod).then(|| Arc::new(PodInfo::new(pod.clone())));
-                let target = match (&ev, cache.relisting_pods.as_mut()) {
-                    (Event::InitApply(_), Some(relist)) => relist,
-                    _ => &mut cache.pods,
-                };
-                match info {
-                    Some(i) => {
-                        target.insert(key.clone(), i);
-                    }
-                    None => {
-                        target.remove(&key);
-                    }
-                }
-            }
+            let info = is_bound(pod).then(|| Arc::new(PodInfo::new(pod.clone())));
+            let was_assumed =
+                state
+                    .cache
+                    .lock()
+                    .set_pod(&key, info, matches!(ev, Event::InitApply(_)));
             if is_pending_for_us(pod) {
                 state.queue.lock().add(&key, priority(pod), created(pod));
             } else {
-                let was_assumed = state.assumed.lock().remove(&key).is_some();
                 let mut q = state.queue.lock();
                 q.remove(&key);
                 // A pod bound by someone else, or finished: capacity changed.
@@ -320,19 +298,13 @@ fn on_pod_event(state: &State, ev: &Event<Pod>) {
         }
         Event::Delete(pod) => {
             let key = key_of(pod);
-            state.cache.lock().pods.remove(&key);
-            state.assumed.lock().remove(&key);
+            state.cache.lock().delete_pod(&key);
             let mut q = state.queue.lock();
             q.remove(&key);
             q.cluster_changed(now);
         }
-        Event::Init => state.cache.lock().relisting_pods = Some(HashMap::new()),
-        Event::InitDone => {
-            let mut cache = state.cache.lock();
-            if let Some(pods) = cache.relisting_pods.take() {
-                cache.pods = pods;
-            }
-        }
+        Event::Init => state.cache.lock().pods_relisting(),
+        Event::InitDone => state.cache.lock().pods_listed(),
     }
     state.wake.notify_one();
 }
@@ -343,25 +315,11 @@ fn on_node_event(state: &State, ev: &Event<Node>) {
     {
         let mut cache = state.cache.lock();
         match ev {
-            Event::Apply(n) => {
-                cache.nodes.insert(n.name_any(), NodeInfo::new(n.clone()));
-            }
-            Event::InitApply(n) => {
-                let info = NodeInfo::new(n.clone());
-                match cache.relisting_nodes.as_mut() {
-                    Some(r) => r.insert(n.name_any(), info),
-                    None => cache.nodes.insert(n.name_any(), info),
-                };
-            }
-            Event::Delete(n) => {
-                cache.nodes.remove(&n.name_any());
-            }
-            Event::Init => cache.relisting_nodes = Some(HashMap::new()),
-            Event::InitDone => {
-                if let Some(nodes) = cache.relisting_nodes.take() {
-                    cache.nodes = nodes;
-                }
-            }
+            Event::Apply(n) => cache.set_node(Arc::new(n.clone()), false),
+            Event::InitApply(n) => cache.set_node(Arc::new(n.clone()), true),
+            Event::Delete(n) => cache.delete_node(&n.name_any()),
+            Event::Init => cache.nodes_relisting(),
+            Event::InitDone => cache.nodes_listed(),
         }
     }
     if matches!(ev, Event::Apply(_) | Event::Delete(_) | Event::InitDone) {
@@ -409,24 +367,13 @@ where
     (store, ready)
 }
 
-/// The snapshot one attempt works on: the cached nodes and bound pods, plus the pods this
-/// scheduler bound that the watch has not shown bound yet.
-fn snapshot(namespaces: &Store<Namespace>, state: &State) -> Snapshot {
-    let cache = state.cache.lock();
-    let assumed = state.assumed.lock();
-    let mut nodes: Vec<NodeInfo> = cache.nodes.values().cloned().collect();
-    nodes.sort_by(|a, b| a.name().cmp(b.name()));
-    let extra = assumed
-        .iter()
-        .filter(|(k, _)| !cache.pods.contains_key(*k))
-        .map(|(_, p)| p.clone());
-    let labels: BTreeMap<String, BTreeMap<String, String>> = namespaces
+/// Namespace labels, for pod affinity terms with a namespaceSelector.
+fn namespace_labels(namespaces: &Store<Namespace>) -> BTreeMap<String, BTreeMap<String, String>> {
+    namespaces
         .state()
         .iter()
         .map(|n| (n.name_any(), n.labels().clone()))
-        .collect();
-    Snapshot::from_node_infos(nodes, cache.pods.values().cloned().chain(extra))
-        .with_namespace_labels(labels)
+        .collect()
 }
 
 async fn bind(api: &Api<Pod>, name: &str, node: &str) -> Result<(), kube::Error> {
@@ -458,23 +405,60 @@ fn object_ref(pod: &Pod) -> ObjectReference {
     }
 }
 
-async fn publish(
-    recorder: &Recorder,
-    reference: &ObjectReference,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let ev = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&ev, reference).await {
-        tracing::debug!("event {reason}: {e}");
+/// Records events.k8s.io/v1 Events as kube-scheduler does (`reportingController:
+/// default-scheduler`, an action, a note), each in the background so that scheduling never waits
+/// for one. (kube-runtime's Recorder keeps every event it sent in a cache that it scans on each
+/// send: at thousands of pods that scan costs more than the scheduling.)
+#[derive(Clone)]
+struct Events {
+    client: kube::Client,
+    instance: String,
+}
+
+impl Events {
+    fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: &str,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        use k8s_openapi::api::events::v1::Event;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+        let now = jiff::Timestamp::now();
+        let ns = regarding
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let ev = Event {
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.as_deref().unwrap_or("object"),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            reporting_controller: Some(SCHEDULER_NAME.into()),
+            reporting_instance: Some(self.instance.clone()),
+            action: Some(action.into()),
+            reason: Some(reason.into()),
+            type_: Some(type_.into()),
+            note: Some(note),
+            regarding: Some(regarding.clone()),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        let reason = reason.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = api.create(&PostParams::default(), &ev).await {
+                tracing::debug!("event {reason}: {e}");
+            }
+        });
     }
 }
 

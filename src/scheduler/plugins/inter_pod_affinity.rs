@@ -158,10 +158,7 @@ impl ScorePlugin for InterPodAffinity {
         if !t.preferred.is_empty() || !t.preferred_anti.is_empty() {
             return false;
         }
-        !ctx.snapshot.pods().any(|(_, p)| {
-            let e = terms(p);
-            !e.required.is_empty() || !e.preferred.is_empty() || !e.preferred_anti.is_empty()
-        })
+        !ctx.snapshot.any_scored_affinity
     }
 
     /// Sum over every existing pod in the node's topology domains of:
@@ -417,7 +414,7 @@ mod tests {
             .nodes
             .iter()
             .map(|n| NodeScore {
-                node: n.name().into(),
+                node: n.name(),
                 score: InterPodAffinity.score(&pi, n, &ctx),
             })
             .collect();

@@ -218,7 +218,7 @@ mod tests {
             .nodes
             .iter()
             .map(|n| NodeScore {
-                node: n.name().into(),
+                node: n.name(),
                 score: NodeAffinity.score(&p, n, &ctx),
             })
             .collect();

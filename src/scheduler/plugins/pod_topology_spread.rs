@@ -264,13 +264,13 @@ impl ScorePlugin for PodTopologySpread {
         let valid = || {
             scores
                 .iter()
-                .filter(|s| !is_ignored(&s.node))
+                .filter(|s| !is_ignored(s.node))
                 .map(|s| s.score)
         };
         let min = valid().min().unwrap_or(0);
         let max = valid().max().unwrap_or(0).max(0);
         for s in scores.iter_mut() {
-            s.score = if is_ignored(&s.node) {
+            s.score = if is_ignored(s.node) {
                 0
             } else if max == 0 {
                 MAX_NODE_SCORE
@@ -425,7 +425,7 @@ mod tests {
             .nodes
             .iter()
             .map(|n| NodeScore {
-                node: n.name().into(),
+                node: n.name(),
                 score: PodTopologySpread.score(&p, n, &ctx),
             })
             .collect();
@@ -456,7 +456,7 @@ mod tests {
             .nodes
             .iter()
             .map(|n| NodeScore {
-                node: n.name().into(),
+                node: n.name(),
                 score: PodTopologySpread.score(&p, n, &ctx),
             })
             .collect();

@@ -117,7 +117,7 @@ mod tests {
             .nodes
             .iter()
             .map(|n| NodeScore {
-                node: n.name().into(),
+                node: n.name(),
                 score: TaintToleration.score(&p, n, &ctx),
             })
             .collect();
