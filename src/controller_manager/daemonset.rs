@@ -684,21 +684,49 @@ impl DaemonSetController {
                 delete.push(pname);
             }
         }
-        // Pods for nodes that no longer exist.
+        // Pods for nodes that no longer exist: no kubelet will finish their deletion, so they
+        // go at once (grace period 0), as the pod garbage collector deletes them.
         let existing: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        let mut forced = false;
         for (node, here) in &by_node {
-            if !existing.contains(node) {
-                delete.extend(
-                    here.iter()
-                        .filter(|p| p.metadata.deletion_timestamp.is_none())
-                        .map(|p| p.name_any()),
-                );
+            if existing.contains(node) {
+                continue;
+            }
+            for pod in here {
+                forced = true;
+                self.force_delete(key, ds, pod).await?;
             }
         }
-        let acted = !create_on.is_empty() || !delete.is_empty();
+        let acted = forced || !create_on.is_empty() || !delete.is_empty();
         self.sync_nodes(key, ds, pods, &delete, &create_on, hash)
             .await?;
         Ok(acted)
+    }
+
+    async fn force_delete(&self, key: &str, ds: &DaemonSet, pod: &Pod) -> anyhow::Result<()> {
+        let pname = pod.name_any();
+        let api: Api<Pod> =
+            Api::namespaced(self.ctx.client.clone(), &ds.namespace().unwrap_or_default());
+        self.expectations
+            .deleted(key, pod.uid().unwrap_or_default());
+        match api
+            .delete(&pname, &DeleteParams::default().grace_period(0))
+            .await
+        {
+            Ok(_) => {
+                self.events.normal(
+                    util::object_ref(ds),
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {pname}"),
+                );
+                Ok(())
+            }
+            Err(e) if util::is_not_found(&e) => Ok(()),
+            Err(e) => {
+                self.expectations.forget(key);
+                Err(e.into())
+            }
+        }
     }
 
     /// The failed-pod back-off for `bkey`: Some(remaining wait) while in back-off; otherwise

@@ -1063,13 +1063,26 @@ mod tests {
         assert_eq!(plan(&s, &pods), vec!["delete web-2"]);
         let p = set(json!({"replicas": 1, "podManagementPolicy": "Parallel"}));
         assert_eq!(plan(&p, &pods), vec!["delete web-2", "delete web-1"]);
-        // An unready lower pod blocks an ordered scale-down.
+        // An unready remaining pod blocks an ordered scale-down.
         let pods = [
-            pod("web-0", "web-new", true),
-            pod("web-1", "web-new", false),
+            pod("web-0", "web-new", false),
+            pod("web-1", "web-new", true),
             pod("web-2", "web-new", true),
         ];
         assert!(plan(&s, &pods).is_empty());
+        // So does an unready condemned pod that is not the first unhealthy one.
+        let pods = [
+            pod("web-0", "web-new", true),
+            pod("web-1", "web-new", false),
+            pod("web-2", "web-new", false),
+        ];
+        assert!(plan(&s, &pods).is_empty());
+        // The first unhealthy one may go.
+        let pods = [
+            pod("web-0", "web-new", true),
+            pod("web-1", "web-new", false),
+        ];
+        assert_eq!(plan(&s, &pods), vec!["delete web-1"]);
     }
 
     #[test]
