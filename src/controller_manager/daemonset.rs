@@ -1195,11 +1195,13 @@ mod tests {
     #[test]
     fn pods_are_pinned_by_match_fields() {
         let a = pin_to_node(None, "n1");
-        let mut p = Pod::default();
-        p.spec = Some(PodSpec {
-            affinity: Some(a),
+        let mut p = Pod {
+            spec: Some(PodSpec {
+                affinity: Some(a),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         assert_eq!(target_node(&p).as_deref(), Some("n1"));
         p.spec.as_mut().unwrap().node_name = Some("n2".into());
         assert_eq!(target_node(&p).as_deref(), Some("n2"));
@@ -1213,12 +1215,12 @@ mod tests {
         // Not allowed: every pod goes.
         let p = pod("a", "h", 10, true, "Running");
         assert_eq!(
-            plan_node(false, false, &[p.clone()], "h", false, 0, now).delete,
+            plan_node(false, false, std::slice::from_ref(&p), "h", false, 0, now).delete,
             vec!["a"]
         );
         // NoSchedule taint: the pod stays.
         assert_eq!(
-            plan_node(false, true, &[p.clone()], "h", false, 0, now),
+            plan_node(false, true, std::slice::from_ref(&p), "h", false, 0, now),
             NodePlan::default()
         );
         // Two pods without surge: the newer goes.
