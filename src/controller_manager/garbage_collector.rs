@@ -15,8 +15,8 @@
 //!   finalizer.
 //!
 //! Covered types (the ones this process watches, dependents and owners alike): pods, replica
-//! sets, deployments, jobs, cron jobs, services, endpoints, endpoint slices and service
-//! accounts. Owners of other kinds are looked up live through discovery. The real collector
+//! sets, deployments, jobs, cron jobs, services, endpoints, endpoint slices, service
+//! accounts, daemon sets, stateful sets, controller revisions and persistent volume claims. Owners of other kinds are looked up live through discovery. The real collector
 //! watches the metadata of every deletable resource; dependents of other kinds (config maps,
 //! secrets, custom resources…) are not collected here yet.
 
@@ -95,6 +95,10 @@ pub fn start(ctx: &Arc<Ctx>, workers: usize) {
         source(&i.endpoints),
         source(&i.endpointslices),
         source(&i.serviceaccounts),
+        source(&i.daemonsets),
+        source(&i.statefulsets),
+        source(&i.controllerrevisions),
+        source(&i.persistentvolumeclaims),
     ];
     let gc = Arc::new(GarbageCollector {
         client: ctx.client.clone(),

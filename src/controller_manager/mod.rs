@@ -12,10 +12,14 @@
 //!   foreground and orphan deletion;
 //! - [`namespace`]: empties a namespace being deleted, then lets it go;
 //! - [`serviceaccount`]: a `default` service account in every namespace;
-//! - [`endpoints`] and [`endpointslice`]: the addresses of the ready pods behind each service.
+//! - [`endpoints`] and [`endpointslice`]: the addresses of the ready pods behind each service;
+//! - [`daemonset`]: one pod per eligible node (rolling update, OnDelete);
+//! - [`statefulset`]: pods with stable names and ordinals, created and removed in order, with
+//!   their volume claims (rolling update with partition, OnDelete); [`history`] keeps the
+//!   ControllerRevisions both of them roll out from.
 //!
-//! Not here yet (issue 5): the job, cronjob, statefulset, daemonset and node-lifecycle
-//! controllers. Jobs and cronjobs are watched already, as owners for the garbage collector.
+//! Not here yet (issue 5): the job, cronjob and node-lifecycle controllers. Jobs and cronjobs
+//! are watched already, as owners for the garbage collector.
 //!
 //! Every controller has the same shape (Kubernetes' "sync one key" loop): event handlers on
 //! shared informers (one watch and one cache per resource type for the whole process: see
@@ -27,24 +31,31 @@
 //! Only one controller-manager acts at a time: leader election on a Lease
 //! ([`crate::component_base::leader`]) decides which.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod garbage_collector;
+pub mod history;
 pub mod informer;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod util;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 
@@ -67,6 +78,8 @@ pub struct Config {
     pub concurrent_namespace_syncs: usize,
     pub concurrent_service_endpoint_syncs: usize,
     pub concurrent_serviceaccount_syncs: usize,
+    pub concurrent_daemonset_syncs: usize,
+    pub concurrent_statefulset_syncs: usize,
 }
 
 /// The controllers this process runs: (name, old alias).
@@ -78,6 +91,8 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("serviceaccount-controller", "serviceaccount"),
     ("endpoints-controller", "endpoint"),
     ("endpointslice-controller", "endpointslice"),
+    ("daemonset-controller", "daemonset"),
+    ("statefulset-controller", "statefulset"),
 ];
 
 impl Config {
@@ -117,6 +132,11 @@ pub struct Informers {
     pub endpointslices: Arc<Informer<EndpointSlice>>,
     pub namespaces: Arc<Informer<Namespace>>,
     pub serviceaccounts: Arc<Informer<ServiceAccount>>,
+    pub nodes: Arc<Informer<Node>>,
+    pub daemonsets: Arc<Informer<DaemonSet>>,
+    pub statefulsets: Arc<Informer<StatefulSet>>,
+    pub controllerrevisions: Arc<Informer<ControllerRevision>>,
+    pub persistentvolumeclaims: Arc<Informer<PersistentVolumeClaim>>,
 }
 
 impl Informers {
@@ -132,6 +152,11 @@ impl Informers {
             endpointslices: Informer::new(client.clone()),
             namespaces: Informer::new(client.clone()),
             serviceaccounts: Informer::new(client.clone()),
+            nodes: Informer::new(client.clone()),
+            daemonsets: Informer::new(client.clone()),
+            statefulsets: Informer::new(client.clone()),
+            controllerrevisions: Informer::new(client.clone()),
+            persistentvolumeclaims: Informer::new(client.clone()),
         }
     }
 
@@ -146,6 +171,11 @@ impl Informers {
         self.endpointslices.start();
         self.namespaces.start();
         self.serviceaccounts.start();
+        self.nodes.start();
+        self.daemonsets.start();
+        self.statefulsets.start();
+        self.controllerrevisions.start();
+        self.persistentvolumeclaims.start();
     }
 }
 
@@ -169,6 +199,11 @@ impl Ctx {
         self.inf.endpointslices.synced().await;
         self.inf.namespaces.synced().await;
         self.inf.serviceaccounts.synced().await;
+        self.inf.nodes.synced().await;
+        self.inf.daemonsets.synced().await;
+        self.inf.statefulsets.synced().await;
+        self.inf.controllerrevisions.synced().await;
+        self.inf.persistentvolumeclaims.synced().await;
     }
 }
 
@@ -238,6 +273,12 @@ fn start_controllers(ctx: &Arc<Ctx>) {
     }
     if c.enabled("endpointslice-controller") {
         endpointslice::start(ctx, c.concurrent_service_endpoint_syncs);
+    }
+    if c.enabled("daemonset-controller") {
+        daemonset::start(ctx, c.concurrent_daemonset_syncs);
+    }
+    if c.enabled("statefulset-controller") {
+        statefulset::start(ctx, c.concurrent_statefulset_syncs);
     }
     let enabled: Vec<&str> = CONTROLLERS
         .iter()
