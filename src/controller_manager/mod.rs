@@ -12,10 +12,15 @@
 //!   foreground and orphan deletion;
 //! - [`namespace`]: empties a namespace being deleted, then lets it go;
 //! - [`serviceaccount`]: a `default` service account in every namespace;
-//! - [`endpoints`] and [`endpointslice`]: the addresses of the ready pods behind each service.
+//! - [`endpoints`] and [`endpointslice`]: the addresses of the ready pods behind each service;
+//! - [`node_lifecycle`]: watches node heartbeats (Leases), marks silent nodes Unknown and
+//!   taints nodes from their conditions;
+//! - [`taint_eviction`]: deletes pods from nodes with `NoExecute` taints they do not tolerate;
+//! - [`podgc`]: deletes pods of deleted nodes, surplus finished pods, and unscheduled
+//!   terminating pods.
 //!
-//! Not here yet (issue 5): the job, cronjob, statefulset, daemonset and node-lifecycle
-//! controllers. Jobs and cronjobs are watched already, as owners for the garbage collector.
+//! Not here yet (issue 5): the job, cronjob, statefulset and daemonset controllers. Jobs and
+//! cronjobs are watched already, as owners for the garbage collector.
 //!
 //! Every controller has the same shape (Kubernetes' "sync one key" loop): event handlers on
 //! shared informers (one watch and one cache per resource type for the whole process: see
@@ -34,8 +39,11 @@ pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
 pub mod namespace;
+pub mod node_lifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod taint_eviction;
 pub mod util;
 
 use std::path::PathBuf;
@@ -44,7 +52,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 
@@ -57,6 +66,11 @@ pub struct Config {
     pub leader_elect: bool,
     pub leader_elect_lease_duration: Duration,
     pub node_monitor_grace_period: Duration,
+    /// `--node-startup-grace-period`: how long a node that never posted status may stay silent.
+    pub node_startup_grace_period: Duration,
+    /// `--terminated-pod-gc-threshold`: finished pods kept before the oldest are deleted
+    /// (0 or less: never).
+    pub terminated_pod_gc_threshold: i64,
     /// `--controllers`: `*` (all on by default), `name` (on), `-name` (off).
     pub controllers: Vec<String>,
     pub bind_address: String,
@@ -78,6 +92,9 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("serviceaccount-controller", "serviceaccount"),
     ("endpoints-controller", "endpoint"),
     ("endpointslice-controller", "endpointslice"),
+    ("node-lifecycle-controller", "nodelifecycle"),
+    ("taint-eviction-controller", "taint-eviction-controller"),
+    ("pod-garbage-collector", "podgc"),
 ];
 
 impl Config {
@@ -117,6 +134,9 @@ pub struct Informers {
     pub endpointslices: Arc<Informer<EndpointSlice>>,
     pub namespaces: Arc<Informer<Namespace>>,
     pub serviceaccounts: Arc<Informer<ServiceAccount>>,
+    pub nodes: Arc<Informer<Node>>,
+    /// The node heartbeats: Leases in `kube-node-lease` only.
+    pub node_leases: Arc<Informer<Lease>>,
 }
 
 impl Informers {
@@ -132,6 +152,8 @@ impl Informers {
             endpointslices: Informer::new(client.clone()),
             namespaces: Informer::new(client.clone()),
             serviceaccounts: Informer::new(client.clone()),
+            nodes: Informer::new(client.clone()),
+            node_leases: Informer::namespaced(client.clone(), "kube-node-lease"),
         }
     }
 
@@ -146,6 +168,8 @@ impl Informers {
         self.endpointslices.start();
         self.namespaces.start();
         self.serviceaccounts.start();
+        self.nodes.start();
+        self.node_leases.start();
     }
 }
 
@@ -169,6 +193,8 @@ impl Ctx {
         self.inf.endpointslices.synced().await;
         self.inf.namespaces.synced().await;
         self.inf.serviceaccounts.synced().await;
+        self.inf.nodes.synced().await;
+        self.inf.node_leases.synced().await;
     }
 }
 
@@ -238,6 +264,15 @@ fn start_controllers(ctx: &Arc<Ctx>) {
     }
     if c.enabled("endpointslice-controller") {
         endpointslice::start(ctx, c.concurrent_service_endpoint_syncs);
+    }
+    if c.enabled("node-lifecycle-controller") {
+        node_lifecycle::start(ctx);
+    }
+    if c.enabled("taint-eviction-controller") {
+        taint_eviction::start(ctx);
+    }
+    if c.enabled("pod-garbage-collector") {
+        podgc::start(ctx);
     }
     let enabled: Vec<&str> = CONTROLLERS
         .iter()
