@@ -375,6 +375,10 @@ async fn heartbeats(client: Client, index: Arc<HashMap<String, usize>>, every: D
                 .await
             {
                 tracing::debug!(node = %name, "status: {e}");
+                continue;
+            }
+            if let Err(e) = pods_ready_again(&client, &name).await {
+                tracing::debug!(node = %name, "pods: {e}");
             }
         }
         let names: Vec<String> = index
@@ -394,6 +398,37 @@ async fn heartbeats(client: Client, index: Arc<HashMap<String, usize>>, every: D
             .await;
         tokio::time::sleep(every).await;
     }
+}
+
+/// A node back from silence reports its running pods Ready again (the node controller marked
+/// them not ready while it was silent).
+async fn pods_ready_again(client: &Client, node: &str) -> Result<(), kube::Error> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let list = all
+        .list(&kube::api::ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await?;
+    for pod in list.items {
+        let status = pod.status.as_ref();
+        let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if !running || ready || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let now = jiff::Timestamp::now().to_string();
+        let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+        api.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+            ]}})),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn renew(api: &Api<Lease>, node: &str) -> Result<(), kube::Error> {
