@@ -4,7 +4,8 @@
 //! are marked not ready and evicted after their `tolerationSeconds` (TaintManagerEviction, the
 //! DisruptionTarget condition) and replaced on the other nodes, while pods with the default 300 s
 //! toleration stay; the node comes back Ready and untainted (the pending eviction cancelled);
-//! `kubectl cordon` taints a node unschedulable; the pods of a deleted node are collected.
+//! `kubectl cordon` taints a node unschedulable; the pods of a deleted node are collected, and
+//! finished pods beyond `--terminated-pod-gc-threshold` (3 here), oldest first.
 
 mod lab;
 
@@ -125,7 +126,7 @@ fn silent_nodes_are_tainted_and_their_pods_evicted() {
     let cfg = lab.home.path().join("cluster.yaml");
     std::fs::write(
         &cfg,
-        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nfakeNodes: 3\nextraArgs:\n  kube-controller-manager: {node-monitor-grace-period: 4s}\n  fake-kubelet: {heartbeat: 1s}\n",
+        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nfakeNodes: 3\nextraArgs:\n  kube-controller-manager: {node-monitor-grace-period: 4s, terminated-pod-gc-threshold: '3'}\n  fake-kubelet: {heartbeat: 1s}\n",
     )
     .unwrap();
     lab.ok(&[
@@ -354,6 +355,27 @@ fn silent_nodes_are_tainted_and_their_pods_evicted() {
     lab.wait_for("web back to 6 on fake-1 and fake-2", WAIT, || {
         let pods = web_pods(&lab);
         pods.len() == 6 && pods.iter().all(|(_, n)| n == "fake-1" || n == "fake-2")
+    });
+
+    // Finished pods over the threshold: the oldest go.
+    for i in 0..5 {
+        apply(
+            &lab,
+            &format!("done-{i}.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: done-{i}, labels: {{app: done}}, annotations: {{fake.minik.dev/complete-after: 1s}}}}\nspec:\n  restartPolicy: Never\n  containers: [{{name: c, image: busybox}}]\n"
+            ),
+        );
+    }
+    lab.wait_for("3 finished pods left: the newest", WAIT, || {
+        let pods = items(&json(&lab, &["get", "pods", "-l", "app=done"]));
+        let mut left: Vec<&str> = pods
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or(""))
+            .collect();
+        left.sort();
+        left == ["done-2", "done-3", "done-4"]
+            && pods.iter().all(|p| p["status"]["phase"] == "Succeeded")
     });
     assert!(
         events(&lab, "RemovingNode")
