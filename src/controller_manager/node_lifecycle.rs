@@ -178,6 +178,7 @@ pub fn reconcile_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
 
 /// What the controller remembers of a node's heartbeats.
 struct Health {
+    uid: String,
     /// When a heartbeat was last seen (the controller's clock).
     probe: Timestamp,
     /// The Ready condition's `lastHeartbeatTime` then (None: no Ready condition).
@@ -219,13 +220,13 @@ pub fn start(ctx: &Arc<Ctx>) {
     });
 }
 
-/// The real `recordNodeEvent` / `RecordNodeStatusChange` reference: the node by name.
-fn node_ref(name: &str) -> ObjectReference {
+/// The reference of the real `RecordNodeEvent` / `RecordNodeStatusChange`.
+fn node_ref(name: &str, uid: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Node".into()),
         name: Some(name.into()),
-        uid: Some(name.into()),
+        uid: Some(uid.into()),
         ..Default::default()
     }
 }
@@ -233,10 +234,10 @@ fn node_ref(name: &str) -> ObjectReference {
 impl NodeLifecycleController {
     async fn sync(&self, name: &str) -> anyhow::Result<()> {
         let Some(node) = self.ctx.inf.nodes.store().get(&ObjectRef::new(name)) else {
-            if self.health.lock().remove(name).is_some() {
+            if let Some(h) = self.health.lock().remove(name) {
                 tracing::info!(node = name, "node deleted");
                 self.events.normal(
-                    node_ref(name),
+                    node_ref(name, &h.uid),
                     "RemovingNode",
                     format!("Node {name} event: Removing Node {name} from Controller"),
                 );
@@ -258,8 +259,15 @@ impl NodeLifecycleController {
         // Observe heartbeats.
         let (probe, first, mut retry) = {
             let mut h = self.health.lock();
+            // A node deleted and created again under the same name is a new node.
+            if h.get(name)
+                .is_some_and(|e| Some(&e.uid) != node.metadata.uid.as_ref())
+            {
+                h.remove(name);
+            }
             let first = !h.contains_key(name);
             let e = h.entry(name.to_string()).or_insert_with(|| Health {
+                uid: node.uid().unwrap_or_default(),
                 // A node that never posted status counts from its creation.
                 probe: if ready.is_none() && lease_renewed.is_none() {
                     node.metadata
@@ -291,7 +299,7 @@ impl NodeLifecycleController {
         };
         if first {
             self.events.normal(
-                node_ref(name),
+                node_ref(name, &node.uid().unwrap_or_default()),
                 "RegisteredNode",
                 format!("Node {name} event: Registered Node {name} in Controller"),
             );
@@ -317,7 +325,7 @@ impl NodeLifecycleController {
                     .await?;
                 if observed_ready.as_deref() == Some("True") {
                     self.events.normal(
-                        node_ref(name),
+                        node_ref(name, &node.uid().unwrap_or_default()),
                         "NodeNotReady",
                         format!("Node {name} status is now: NodeNotReady"),
                     );
