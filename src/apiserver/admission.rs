@@ -554,6 +554,27 @@ mod tests {
     }
 
     #[test]
+    fn default_toleration_seconds_keeps_the_pods_own() {
+        let pods = find("", "v1", "pods").unwrap();
+        let mut p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}],
+            "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                             "effect": "NoExecute", "tolerationSeconds": 2}]}});
+        prepare_create(pods, &mut p, "u");
+        assert_eq!(
+            p["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2},
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+            ])
+        );
+        // Tolerating everything: nothing added.
+        let mut p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}],
+            "tolerations": [{"operator": "Exists"}]}});
+        prepare_create(pods, &mut p, "u");
+        assert_eq!(p["spec"]["tolerations"], json!([{"operator": "Exists"}]));
+    }
+
+    #[test]
     fn generation_counts_spec_changes_only() {
         let d = find("apps", "v1", "deployments").unwrap();
         let mut old =

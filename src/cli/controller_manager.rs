@@ -23,6 +23,14 @@ pub struct ControllerManagerArgs {
     /// How long a node may miss heartbeats before it is marked NotReady (e.g. 40s).
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub node_monitor_grace_period: Duration,
+    /// How long a node that never posted its status may stay silent before it is marked
+    /// unhealthy (e.g. 1m).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub node_startup_grace_period: Duration,
+    /// How many terminated (Succeeded/Failed) pods may exist before the pod garbage collector
+    /// deletes the oldest; 0 or less keeps them all.
+    #[arg(long, default_value_t = 12500, allow_negative_numbers = true)]
+    pub terminated_pod_gc_threshold: i64,
     /// Controllers to enable: '*' (all), 'foo' (enable), '-foo' (disable); comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
@@ -95,6 +103,8 @@ pub fn run(a: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
         leader_elect: a.leader_elect,
         leader_elect_lease_duration: a.leader_elect_lease_duration,
         node_monitor_grace_period: a.node_monitor_grace_period,
+        node_startup_grace_period: a.node_startup_grace_period,
+        terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
         controllers: a.controllers,
         bind_address: a.bind_address,
         secure_port: a.secure_port,

@@ -17,6 +17,8 @@
 //!   snapshots: {interval: 12h, keep: 5}
 //! extraArgs:                     # more flags per component, written into its manifest
 //!   kube-apiserver: {v: "2"}
+//!   kube-controller-manager: {node-monitor-grace-period: 10s}
+//!   fake-kubelet: {heartbeat: 2s}  # how often fake nodes renew their Leases
 //! fakeNodes: 100                 # simulated nodes (minik fake-kubelet), or:
 //! fakeNodeProfile: nodes.yaml    # nodes: [{count, namePrefix, capacity, labels, taints}]
 //! ```
@@ -35,11 +37,12 @@ pub const API_VERSION: &str = "minik.dev/v1alpha1";
 pub const KIND: &str = "Cluster";
 
 /// The components whose flags `extraArgs` may extend.
-pub const COMPONENTS: [&str; 4] = [
+pub const COMPONENTS: [&str; 5] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
+    "fake-kubelet",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -69,6 +69,21 @@ where
         })
     }
 
+    /// An informer over one namespace (e.g. the node Leases in `kube-node-lease`).
+    pub fn namespaced(client: Client, namespace: &str) -> Arc<Self>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        let (store, writer) = reflector::store();
+        Arc::new(Informer {
+            store,
+            writer: Mutex::new(Some(writer)),
+            handlers: Mutex::new(Vec::new()),
+            api: Api::namespaced(client, namespace),
+            ready: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
     /// The cache (empty until the first list is done: see [`Informer::synced`]).
     pub fn store(&self) -> &Store<K> {
         &self.store

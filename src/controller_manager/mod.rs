@@ -16,10 +16,15 @@
 //! - [`daemonset`]: one pod per eligible node (rolling update, OnDelete);
 //! - [`statefulset`]: pods with stable names and ordinals, created and removed in order, with
 //!   their volume claims (rolling update with partition, OnDelete); [`history`] keeps the
-//!   ControllerRevisions both of them roll out from.
+//!   ControllerRevisions both of them roll out from;
+//! - [`node_lifecycle`]: watches node heartbeats (Leases), marks silent nodes Unknown and
+//!   taints nodes from their conditions;
+//! - [`taint_eviction`]: deletes pods from nodes with `NoExecute` taints they do not tolerate;
+//! - [`podgc`]: deletes pods of deleted nodes, surplus finished pods, and unscheduled
+//!   terminating pods.
 //!
-//! Not here yet (issue 5): the job, cronjob and node-lifecycle controllers. Jobs and cronjobs
-//! are watched already, as owners for the garbage collector.
+//! Not here yet (issue 5): the job and cronjob controllers. Jobs and cronjobs are watched
+//! already, as owners for the garbage collector.
 //!
 //! Every controller has the same shape (Kubernetes' "sync one key" loop): event handlers on
 //! shared informers (one watch and one cache per resource type for the whole process: see
@@ -40,9 +45,12 @@ pub mod garbage_collector;
 pub mod history;
 pub mod informer;
 pub mod namespace;
+pub mod node_lifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod taint_eviction;
 pub mod util;
 
 use std::path::PathBuf;
@@ -53,6 +61,7 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
 };
@@ -68,6 +77,11 @@ pub struct Config {
     pub leader_elect: bool,
     pub leader_elect_lease_duration: Duration,
     pub node_monitor_grace_period: Duration,
+    /// `--node-startup-grace-period`: how long a node that never posted status may stay silent.
+    pub node_startup_grace_period: Duration,
+    /// `--terminated-pod-gc-threshold`: finished pods kept before the oldest are deleted
+    /// (0 or less: never).
+    pub terminated_pod_gc_threshold: i64,
     /// `--controllers`: `*` (all on by default), `name` (on), `-name` (off).
     pub controllers: Vec<String>,
     pub bind_address: String,
@@ -93,6 +107,9 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("endpointslice-controller", "endpointslice"),
     ("daemonset-controller", "daemonset"),
     ("statefulset-controller", "statefulset"),
+    ("node-lifecycle-controller", "nodelifecycle"),
+    ("taint-eviction-controller", "taint-eviction-controller"),
+    ("pod-garbage-collector", "podgc"),
 ];
 
 impl Config {
@@ -137,6 +154,8 @@ pub struct Informers {
     pub statefulsets: Arc<Informer<StatefulSet>>,
     pub controllerrevisions: Arc<Informer<ControllerRevision>>,
     pub persistentvolumeclaims: Arc<Informer<PersistentVolumeClaim>>,
+    /// The node heartbeats: Leases in `kube-node-lease` only.
+    pub node_leases: Arc<Informer<Lease>>,
 }
 
 impl Informers {
@@ -157,6 +176,7 @@ impl Informers {
             statefulsets: Informer::new(client.clone()),
             controllerrevisions: Informer::new(client.clone()),
             persistentvolumeclaims: Informer::new(client.clone()),
+            node_leases: Informer::namespaced(client.clone(), "kube-node-lease"),
         }
     }
 
@@ -176,6 +196,7 @@ impl Informers {
         self.statefulsets.start();
         self.controllerrevisions.start();
         self.persistentvolumeclaims.start();
+        self.node_leases.start();
     }
 }
 
@@ -204,6 +225,7 @@ impl Ctx {
         self.inf.statefulsets.synced().await;
         self.inf.controllerrevisions.synced().await;
         self.inf.persistentvolumeclaims.synced().await;
+        self.inf.node_leases.synced().await;
     }
 }
 
@@ -279,6 +301,15 @@ fn start_controllers(ctx: &Arc<Ctx>) {
     }
     if c.enabled("statefulset-controller") {
         statefulset::start(ctx, c.concurrent_statefulset_syncs);
+    }
+    if c.enabled("node-lifecycle-controller") {
+        node_lifecycle::start(ctx);
+    }
+    if c.enabled("taint-eviction-controller") {
+        taint_eviction::start(ctx);
+    }
+    if c.enabled("pod-garbage-collector") {
+        podgc::start(ctx);
     }
     let enabled: Vec<&str> = CONTROLLERS
         .iter()

@@ -136,11 +136,6 @@ fn node_object(name: &str, class: &NodeClass, i: usize) -> Value {
     for (k, v) in &class.labels {
         labels[k] = json!(v);
     }
-    let now = jiff::Timestamp::now().to_string();
-    let cond = |t: &str, status: &str, reason: &str, message: &str| {
-        json!({"type": t, "status": status, "reason": reason, "message": message,
-               "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
     json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -154,12 +149,7 @@ fn node_object(name: &str, class: &NodeClass, i: usize) -> Value {
         "status": {
             "capacity": class.capacity,
             "allocatable": class.capacity,
-            "conditions": [
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-            ],
+            "conditions": healthy_conditions(),
             "addresses": [
                 {"type": "InternalIP", "address": node_ip(i)},
                 {"type": "Hostname", "address": name},
@@ -174,6 +164,48 @@ fn node_object(name: &str, class: &NodeClass, i: usize) -> Value {
             },
         },
     })
+}
+
+/// The conditions a healthy kubelet posts, stamped now.
+fn healthy_conditions() -> Value {
+    let now = jiff::Timestamp::now().to_string();
+    let cond = |t: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": t, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    json!([
+        cond(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        cond(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        cond(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
+        cond(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status"
+        ),
+    ])
+}
+
+fn heartbeat_stopped(n: &Node) -> bool {
+    n.annotations()
+        .get(HEARTBEAT_ANNOTATION)
+        .map(String::as_str)
+        == Some("stopped")
 }
 
 /// Node `i`'s pod CIDR: 10.(64 + i/256).(i%256).0/24, room for 4,096 nodes.
@@ -268,8 +300,16 @@ async fn register(client: &Client, nodes: &[(String, &NodeClass)]) -> anyhow::Re
                     serde_json::from_value(obj.clone()).map_err(kube::Error::SerdeError)?;
                 match api.create(&PostParams::default(), &node).await {
                     Ok(_) => {}
-                    // Registered before (a restart): refresh its status.
+                    // Registered before (a restart): refresh its status, unless its
+                    // heartbeat is stopped (then the node controller's Unknown stays).
                     Err(kube::Error::Api(s)) if s.code == 409 => {
+                        if api
+                            .get_opt(&name)
+                            .await?
+                            .is_some_and(|n| heartbeat_stopped(&n))
+                        {
+                            return Ok(());
+                        }
                         api.patch_status(
                             &name,
                             &PatchParams::default(),
@@ -291,31 +331,56 @@ async fn register(client: &Client, nodes: &[(String, &NodeClass)]) -> anyhow::Re
     Ok(())
 }
 
-/// Renews each node's Lease in kube-node-lease, except for nodes whose heartbeat is stopped.
+/// Renews each node's Lease in kube-node-lease, except for nodes whose heartbeat is stopped;
+/// posts Ready again (as a kubelet does on its next status update) for a running node that the
+/// node controller marked Unknown while it was silent.
 async fn heartbeats(client: Client, index: Arc<HashMap<String, usize>>, every: Duration) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let nodes: Api<Node> = Api::all(client.clone());
     loop {
-        let stopped: Vec<String> = match nodes
+        let listed = match nodes
             .list(&kube::api::ListParams::default().labels(&format!("{FAKE_LABEL}=true")))
             .await
         {
-            Ok(list) => list
-                .items
-                .iter()
-                .filter(|n| {
-                    n.annotations()
-                        .get(HEARTBEAT_ANNOTATION)
-                        .map(String::as_str)
-                        == Some("stopped")
-                })
-                .map(|n| n.name_any())
-                .collect(),
+            Ok(list) => list.items,
             Err(e) => {
                 tracing::debug!("listing nodes: {e}");
                 Vec::new()
             }
         };
+        let stopped: Vec<String> = listed
+            .iter()
+            .filter(|n| heartbeat_stopped(n))
+            .map(|n| n.name_any())
+            .collect();
+        let not_ready: Vec<String> = listed
+            .iter()
+            .filter(|n| !heartbeat_stopped(n) && index.contains_key(&n.name_any()))
+            .filter(|n| {
+                !n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .map(|n| n.name_any())
+            .collect();
+        for name in not_ready {
+            tracing::info!(node = %name, "posting Ready again");
+            if let Err(e) = nodes
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"conditions": healthy_conditions()}})),
+                )
+                .await
+            {
+                tracing::debug!(node = %name, "status: {e}");
+                continue;
+            }
+            if let Err(e) = pods_ready_again(&client, &name).await {
+                tracing::debug!(node = %name, "pods: {e}");
+            }
+        }
         let names: Vec<String> = index
             .keys()
             .filter(|n| !stopped.contains(n))
@@ -333,6 +398,37 @@ async fn heartbeats(client: Client, index: Arc<HashMap<String, usize>>, every: D
             .await;
         tokio::time::sleep(every).await;
     }
+}
+
+/// A node back from silence reports its running pods Ready again (the node controller marked
+/// them not ready while it was silent).
+async fn pods_ready_again(client: &Client, node: &str) -> Result<(), kube::Error> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let list = all
+        .list(&kube::api::ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await?;
+    for pod in list.items {
+        let status = pod.status.as_ref();
+        let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if !running || ready || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let now = jiff::Timestamp::now().to_string();
+        let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+        api.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+            ]}})),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn renew(api: &Api<Lease>, node: &str) -> Result<(), kube::Error> {
