@@ -684,8 +684,10 @@ impl DaemonSetController {
                 delete.push(pname);
             }
         }
-        // Pods for nodes that no longer exist: no kubelet will finish their deletion, so they
-        // go at once (grace period 0), as the pod garbage collector deletes them.
+        // Unscheduled pods meant for nodes that no longer exist: no scheduler will place them
+        // (their affinity names the node) and the pod garbage collector only collects pods
+        // bound to deleted nodes, so they go here, as the real controller's
+        // getUnscheduledPodsWithoutNode. Bound pods of deleted nodes are the pod GC's.
         let existing: HashSet<String> = nodes.iter().map(|n| n.name_any()).collect();
         let mut forced = false;
         for (node, here) in &by_node {
@@ -693,6 +695,14 @@ impl DaemonSetController {
                 continue;
             }
             for pod in here {
+                let bound = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_some_and(|n| !n.is_empty());
+                if bound {
+                    continue;
+                }
                 forced = true;
                 self.force_delete(key, ds, pod).await?;
             }
