@@ -12,10 +12,14 @@
 //!   foreground and orphan deletion;
 //! - [`namespace`]: empties a namespace being deleted, then lets it go;
 //! - [`serviceaccount`]: a `default` service account in every namespace;
-//! - [`endpoints`] and [`endpointslice`]: the addresses of the ready pods behind each service.
+//! - [`endpoints`] and [`endpointslice`]: the addresses of the ready pods behind each service;
+//! - [`job`]: runs a Job's pods to completion (parallelism, completions, Indexed jobs, back-off
+//!   limit, active deadline, suspend);
+//! - [`cronjob`]: creates Jobs on a cron schedule (see [`cron`]), with concurrency policies,
+//!   starting deadlines and history limits;
+//! - [`ttl_after_finished`]: deletes finished Jobs after `ttlSecondsAfterFinished`.
 //!
-//! Not here yet (issue 5): the job, cronjob, statefulset, daemonset and node-lifecycle
-//! controllers. Jobs and cronjobs are watched already, as owners for the garbage collector.
+//! Not here yet (issue 5): the statefulset, daemonset and node-lifecycle controllers.
 //!
 //! Every controller has the same shape (Kubernetes' "sync one key" loop): event handlers on
 //! shared informers (one watch and one cache per resource type for the whole process: see
@@ -27,15 +31,19 @@
 //! Only one controller-manager acts at a time: leader election on a Lease
 //! ([`crate::component_base::leader`]) decides which.
 
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
+pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod ttl_after_finished;
 pub mod util;
 
 use std::path::PathBuf;
@@ -67,6 +75,9 @@ pub struct Config {
     pub concurrent_namespace_syncs: usize,
     pub concurrent_service_endpoint_syncs: usize,
     pub concurrent_serviceaccount_syncs: usize,
+    pub concurrent_job_syncs: usize,
+    pub concurrent_cron_job_syncs: usize,
+    pub concurrent_ttl_after_finished_syncs: usize,
 }
 
 /// The controllers this process runs: (name, old alias).
@@ -78,6 +89,9 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("serviceaccount-controller", "serviceaccount"),
     ("endpoints-controller", "endpoint"),
     ("endpointslice-controller", "endpointslice"),
+    ("job-controller", "job"),
+    ("cronjob-controller", "cronjob"),
+    ("ttl-after-finished-controller", "ttl-after-finished"),
 ];
 
 impl Config {
@@ -238,6 +252,15 @@ fn start_controllers(ctx: &Arc<Ctx>) {
     }
     if c.enabled("endpointslice-controller") {
         endpointslice::start(ctx, c.concurrent_service_endpoint_syncs);
+    }
+    if c.enabled("job-controller") {
+        job::start(ctx, c.concurrent_job_syncs);
+    }
+    if c.enabled("cronjob-controller") {
+        cronjob::start(ctx, c.concurrent_cron_job_syncs);
+    }
+    if c.enabled("ttl-after-finished-controller") {
+        ttl_after_finished::start(ctx, c.concurrent_ttl_after_finished_syncs);
     }
     let enabled: Vec<&str> = CONTROLLERS
         .iter()
