@@ -304,6 +304,18 @@ impl CronJobController {
             let found = in_active(status, &juid);
             let finished = finished_condition(j);
             if !found && finished.is_none() {
+                // The cache may not have our own status update yet: ask the API.
+                let cj_api: Api<CronJob> = Api::namespaced(self.ctx.client.clone(), &ns);
+                let fresh = cj_api.get_opt(&cj.name_any()).await?;
+                if let Some(r) = fresh
+                    .as_ref()
+                    .and_then(|f| f.status.as_ref())
+                    .and_then(|s| s.active.as_ref())
+                    .and_then(|a| a.iter().find(|r| r.uid.as_deref() == Some(&juid)))
+                {
+                    status.active.get_or_insert_with(Vec::new).push(r.clone());
+                    continue;
+                }
                 self.events.warning(
                     me.clone(),
                     "UnexpectedJob",
