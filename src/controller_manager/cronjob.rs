@@ -33,9 +33,8 @@ use jiff::tz::TimeZone;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::reflector::ObjectRef;
-use serde_json::json;
 
 use super::Ctx;
 use super::cron::{self, Schedule};
@@ -259,14 +258,12 @@ impl CronJobController {
         let (requeue, changed) = self.sync_cronjob(&cj, &mut status, &jobs).await?;
         update |= changed;
         if update {
+            // A full update at the cached resourceVersion (a stale copy gets a conflict).
+            let mut updated = (*cj).clone();
+            updated.status = Some(status);
             let api: Api<CronJob> = Api::namespaced(self.ctx.client.clone(), ns);
-            let patch = json!({"status": {
-                "active": status.active.clone().unwrap_or_default(),
-                "lastScheduleTime": status.last_schedule_time,
-                "lastSuccessfulTime": status.last_successful_time,
-            }});
             match api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .replace_status(name, &PostParams::default(), &updated)
                 .await
             {
                 Ok(_) => {}
@@ -654,6 +651,7 @@ pub fn job_from_template(cj: &CronJob, scheduled: Timestamp, tz: &TimeZone) -> J
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("timestamp")
