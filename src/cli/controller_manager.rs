@@ -56,6 +56,12 @@ pub struct ControllerManagerArgs {
     pub concurrent_daemonset_syncs: usize,
     #[arg(long, default_value_t = 5)]
     pub concurrent_statefulset_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_job_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_cron_job_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    pub concurrent_ttl_after_finished_syncs: usize,
 }
 
 /// Go-style durations: `15s`, `1m30s`, `500ms`, `2h`; a bare number is seconds.
@@ -116,6 +122,9 @@ pub fn run(a: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
         concurrent_serviceaccount_syncs: a.concurrent_serviceaccount_token_syncs,
         concurrent_daemonset_syncs: a.concurrent_daemonset_syncs,
         concurrent_statefulset_syncs: a.concurrent_statefulset_syncs,
+        concurrent_job_syncs: a.concurrent_job_syncs,
+        concurrent_cron_job_syncs: a.concurrent_cron_job_syncs,
+        concurrent_ttl_after_finished_syncs: a.concurrent_ttl_after_finished_syncs,
     };
     super::runtime()?.block_on(controller_manager::run(cfg, super::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)

@@ -21,10 +21,12 @@
 //!   taints nodes from their conditions;
 //! - [`taint_eviction`]: deletes pods from nodes with `NoExecute` taints they do not tolerate;
 //! - [`podgc`]: deletes pods of deleted nodes, surplus finished pods, and unscheduled
-//!   terminating pods.
-//!
-//! Not here yet (issue 5): the job and cronjob controllers. Jobs and cronjobs are watched
-//! already, as owners for the garbage collector.
+//!   terminating pods;
+//! - [`job`]: runs a Job's pods to completion (parallelism, completions, Indexed jobs, back-off
+//!   limit, active deadline, suspend);
+//! - [`cronjob`]: creates Jobs on a cron schedule (see [`cron`]), with concurrency policies,
+//!   starting deadlines and history limits;
+//! - [`ttl_after_finished`]: deletes finished Jobs after `ttlSecondsAfterFinished`.
 //!
 //! Every controller has the same shape (Kubernetes' "sync one key" loop): event handlers on
 //! shared informers (one watch and one cache per resource type for the whole process: see
@@ -37,6 +39,8 @@
 //! ([`crate::component_base::leader`]) decides which.
 
 pub mod daemonset;
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
@@ -44,6 +48,7 @@ pub mod expectations;
 pub mod garbage_collector;
 pub mod history;
 pub mod informer;
+pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod podgc;
@@ -51,6 +56,7 @@ pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
+pub mod ttl_after_finished;
 pub mod util;
 
 use std::path::PathBuf;
@@ -94,6 +100,9 @@ pub struct Config {
     pub concurrent_serviceaccount_syncs: usize,
     pub concurrent_daemonset_syncs: usize,
     pub concurrent_statefulset_syncs: usize,
+    pub concurrent_job_syncs: usize,
+    pub concurrent_cron_job_syncs: usize,
+    pub concurrent_ttl_after_finished_syncs: usize,
 }
 
 /// The controllers this process runs: (name, old alias).
@@ -110,6 +119,9 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("node-lifecycle-controller", "nodelifecycle"),
     ("taint-eviction-controller", "taint-eviction-controller"),
     ("pod-garbage-collector", "podgc"),
+    ("job-controller", "job"),
+    ("cronjob-controller", "cronjob"),
+    ("ttl-after-finished-controller", "ttl-after-finished"),
 ];
 
 impl Config {
@@ -310,6 +322,15 @@ fn start_controllers(ctx: &Arc<Ctx>) {
     }
     if c.enabled("pod-garbage-collector") {
         podgc::start(ctx);
+    }
+    if c.enabled("job-controller") {
+        job::start(ctx, c.concurrent_job_syncs);
+    }
+    if c.enabled("cronjob-controller") {
+        cronjob::start(ctx, c.concurrent_cron_job_syncs);
+    }
+    if c.enabled("ttl-after-finished-controller") {
+        ttl_after_finished::start(ctx, c.concurrent_ttl_after_finished_syncs);
     }
     let enabled: Vec<&str> = CONTROLLERS
         .iter()
