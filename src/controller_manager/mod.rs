@@ -38,9 +38,9 @@
 //! Only one controller-manager acts at a time: leader election on a Lease
 //! ([`crate::component_base::leader`]) decides which.
 
-pub mod daemonset;
 pub mod cron;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
