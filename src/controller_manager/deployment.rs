@@ -745,10 +745,16 @@ impl DeploymentController {
             if total_scaled >= max_scaled_down {
                 break;
             }
-            if *replicas == *available {
+            // Only replicas beyond the available ones are unhealthy. (The status may lag the
+            // spec: a set just scaled down still reports its old available count; the real
+            // cleanupUnhealthyReplicas refuses to "scale down" upwards, and so does this.)
+            if *available >= *replicas {
                 continue;
             }
             let n = (*replicas - *available).min(max_scaled_down - total_scaled);
+            if n <= 0 {
+                continue;
+            }
             let to = *replicas - n;
             self.scale_rs(d, rs_list, uid, to).await?;
             total_scaled += n;
