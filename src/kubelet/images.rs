@@ -4,7 +4,8 @@
 //! made locally. Each folder `images/<name>/` of the repository holds:
 //!
 //! - a std-only Rust crate whose binary is called `<name>` (its own `[workspace]`, outside
-//!   minik's dependency graph);
+//!   minik's dependency graph), or a `host-binary` file naming a static binary of the host to
+//!   use instead (`path: /bin/busybox`, `debian-package: busybox-static`);
 //! - a `Dockerfile`, `FROM scratch`, that `COPY`s the binary `<name>`;
 //! - `tags`: the image names, one a line (the first is the build's tag, the others are added).
 //!
@@ -47,6 +48,8 @@ pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 pub const MINIK_PAUSE_IMAGE: &str = "minik/pause:3.10";
 /// The demo echo server of `examples/`.
 pub const ECHO_IMAGE: &str = "minik/echo:1.0";
+/// A shell and tools (the host's static busybox) for jobs, probes and `kubectl exec`.
+pub const BUSYBOX_IMAGE: &str = "minik/busybox:1.0";
 /// Label with the `images/` folder an image was built from.
 pub const LABEL_IMAGE: &str = "dev.minik.image";
 /// Label with the SHA-256 of the build context.
@@ -86,6 +89,20 @@ pub struct ImageSource {
     pub dir: PathBuf,
     /// The image names; the first is the build's tag.
     pub tags: Vec<String>,
+    /// Where the image's binary comes from.
+    pub binary_from: BinaryFrom,
+}
+
+/// Where an image's binary comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BinaryFrom {
+    /// The folder's crate, compiled as a static binary.
+    Crate,
+    /// A static binary of the host (and the Debian package that installs it).
+    Host {
+        path: PathBuf,
+        package: Option<String>,
+    },
 }
 
 impl ImageSource {
@@ -94,16 +111,21 @@ impl ImageSource {
         self.dir.join("target")
     }
 
-    /// The static binary cargo makes.
+    /// The static binary that goes into the image.
     pub fn binary(&self) -> PathBuf {
-        self.target_dir()
-            .join(rust_target())
-            .join("release")
-            .join(&self.name)
+        match &self.binary_from {
+            BinaryFrom::Crate => self
+                .target_dir()
+                .join(rust_target())
+                .join("release")
+                .join(&self.name),
+            BinaryFrom::Host { path, .. } => path.clone(),
+        }
     }
 }
 
-/// The image sources in `dir`: each sub-folder with a `Dockerfile` and a `Cargo.toml`, by name.
+/// The image sources in `dir`: each sub-folder with a `Dockerfile` and a `Cargo.toml` or a
+/// `host-binary` file, by name.
 pub fn discover(dir: &Path) -> anyhow::Result<Vec<ImageSource>> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
@@ -111,9 +133,16 @@ pub fn discover(dir: &Path) -> anyhow::Result<Vec<ImageSource>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
         let path = entry.path();
-        if !path.join("Dockerfile").is_file() || !path.join("Cargo.toml").is_file() {
+        if !path.join("Dockerfile").is_file() {
             continue;
         }
+        let binary_from = if path.join("Cargo.toml").is_file() {
+            BinaryFrom::Crate
+        } else if path.join("host-binary").is_file() {
+            read_host_binary(&path.join("host-binary"))?
+        } else {
+            continue;
+        };
         let Some(name) = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -126,10 +155,64 @@ pub fn discover(dir: &Path) -> anyhow::Result<Vec<ImageSource>> {
             name,
             dir: path,
             tags,
+            binary_from,
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// A `host-binary` file: `path: /abs/path` and optionally `debian-package: name`.
+fn read_host_binary(file: &Path) -> anyhow::Result<BinaryFrom> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut path = None;
+    let mut package = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(':').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("path", v)) if v.starts_with('/') => path = Some(PathBuf::from(v)),
+            Some(("debian-package", v)) if !v.is_empty() => package = Some(v.to_string()),
+            _ => bail!("{}: unexpected line {line:?}", file.display()),
+        }
+    }
+    let Some(path) = path else {
+        bail!("{} names no `path: /absolute/path`", file.display());
+    };
+    Ok(BinaryFrom::Host { path, package })
+}
+
+/// Whether an ELF file asks for a program interpreter (the dynamic loader): a static binary
+/// doesn't. Looks at the program headers.
+pub fn is_dynamic_elf(data: &[u8]) -> bool {
+    fn u16_at(d: &[u8], at: usize) -> Option<u16> {
+        Some(u16::from_le_bytes(d.get(at..at + 2)?.try_into().ok()?))
+    }
+    fn u32_at(d: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(d.get(at..at + 4)?.try_into().ok()?))
+    }
+    fn u64_at(d: &[u8], at: usize) -> Option<u64> {
+        Some(u64::from_le_bytes(d.get(at..at + 8)?.try_into().ok()?))
+    }
+    // 64-bit little-endian ELF only (what the supported targets produce).
+    if data.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return false;
+    }
+    const PT_INTERP: u32 = 3;
+    let (Some(phoff), Some(phentsize), Some(phnum)) =
+        (u64_at(data, 0x20), u16_at(data, 0x36), u16_at(data, 0x38))
+    else {
+        return false;
+    };
+    (0..usize::from(phnum)).any(|i| {
+        usize::try_from(phoff)
+            .ok()
+            .and_then(|off| off.checked_add(i * usize::from(phentsize)))
+            .and_then(|at| u32_at(data, at))
+            == Some(PT_INTERP)
+    })
 }
 
 /// The `tags` file's names (blank lines and `#` comments skipped); `minik/<name>:latest` when
@@ -230,15 +313,38 @@ pub async fn build(
 ) -> anyhow::Result<Built> {
     // One build of a folder at a time (parallel `minik image build`s, parallel tests).
     let _lock = lock(&src.target_dir()).await?;
-    progress(&format!(
-        "{}: compiling the static binary ({})",
-        src.name,
-        rust_target()
-    ));
-    compile(src).await?;
-    let binary = tokio::fs::read(src.binary())
-        .await
-        .with_context(|| format!("cannot read {}", src.binary().display()))?;
+    let binary = match &src.binary_from {
+        BinaryFrom::Crate => {
+            progress(&format!(
+                "{}: compiling the static binary ({})",
+                src.name,
+                rust_target()
+            ));
+            compile(src).await?;
+            tokio::fs::read(src.binary())
+                .await
+                .with_context(|| format!("cannot read {}", src.binary().display()))?
+        }
+        BinaryFrom::Host { path, package } => match tokio::fs::read(path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{} is missing{}",
+                path.display(),
+                package
+                    .as_ref()
+                    .map(|p| format!(": install Debian's {p} (apt-get install {p})"))
+                    .unwrap_or_default()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        },
+    };
+    if is_dynamic_elf(&binary) {
+        bail!(
+            "{} is dynamically linked: a FROM scratch image has no loader or libc, it needs a \
+             static binary",
+            src.binary().display()
+        );
+    }
     let dockerfile = tokio::fs::read(src.dir.join("Dockerfile"))
         .await
         .with_context(|| format!("cannot read {}", src.dir.join("Dockerfile").display()))?;
@@ -677,25 +783,30 @@ mod tests {
     fn the_repository_images_are_found() {
         let all = discover(Path::new(BUILT_IN_IMAGES_DIR)).unwrap();
         let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["echo", "pause"]);
-        let pause = &all[1];
+        assert_eq!(names, ["busybox", "echo", "pause"]);
+        let pause = &all[2];
         assert_eq!(pause.tags, [MINIK_PAUSE_IMAGE, PAUSE_IMAGE]);
-        assert_eq!(all[0].tags[0], ECHO_IMAGE);
+        assert_eq!(pause.binary_from, BinaryFrom::Crate);
+        assert_eq!(all[1].tags[0], ECHO_IMAGE);
+        assert_eq!(all[0].tags[0], BUSYBOX_IMAGE);
+        assert_eq!(
+            all[0].binary_from,
+            BinaryFrom::Host {
+                path: "/bin/busybox".into(),
+                package: Some("busybox-static".into())
+            }
+        );
         assert!(select(all.clone(), &["nope".into()]).is_err());
         assert_eq!(
             select(all.clone(), &["pause".into()]).unwrap(),
             [pause.clone()]
         );
-        assert_eq!(select(all.clone(), &[]).unwrap().len(), 2);
+        assert_eq!(select(all.clone(), &[]).unwrap().len(), 3);
         // The Dockerfiles copy the binary the build context holds.
         for s in &all {
             let df = std::fs::read_to_string(s.dir.join("Dockerfile")).unwrap();
             assert!(df.contains("FROM scratch"), "{}", s.name);
-            assert!(
-                df.contains(&format!("COPY {} /{}", s.name, s.name)),
-                "{}",
-                s.name
-            );
+            assert!(df.contains(&format!("COPY {} /", s.name)), "{}", s.name);
         }
     }
 
@@ -710,6 +821,15 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         let p = f.path().to_str().unwrap().to_string();
         assert_eq!(classify(&p), LoadTarget::Tarball(p.clone().into()));
+    }
+
+    #[test]
+    fn static_and_dynamic_binaries() {
+        // This test binary is dynamically linked (the dev profile links glibc dynamically).
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(is_dynamic_elf(&me));
+        assert!(!is_dynamic_elf(b"#!/bin/sh\n"));
+        assert!(!is_dynamic_elf(b"\x7fELF"));
     }
 
     #[test]
