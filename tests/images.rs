@@ -10,7 +10,7 @@
 mod apiserver_util;
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -370,7 +370,7 @@ fn echo_answers_with_pod_name_path_and_headers() {
         assert_eq!(v["headers"]["x-minik-test"], "\"q\"");
     }
 
-    // Without POD_NAME the host name (the container's, as the pod's would be) answers.
+    // Health checks, and HEAD (headers only).
     let r = get(&addr, "/healthz", "");
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
     let r = http(

@@ -799,7 +799,7 @@ mod tests {
         assert!(select(all.clone(), &["nope".into()]).is_err());
         assert_eq!(
             select(all.clone(), &["pause".into()]).unwrap(),
-            [pause.clone()]
+            std::slice::from_ref(pause)
         );
         assert_eq!(select(all.clone(), &[]).unwrap().len(), 3);
         // The Dockerfiles copy the binary the build context holds.
