@@ -661,6 +661,41 @@ fn an_unreachable_engine_is_a_clear_error() {
     );
 }
 
+#[test]
+fn the_api_version_is_negotiated_down_to_the_engine() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let engine = minik::kubelet::docker::Engine::connect()
+            .await
+            .expect("the Docker engine is running");
+        let server_api = engine.version.api_version.clone().expect("an API version");
+        assert_eq!(engine.api_version(), server_api);
+        // Requests work at the negotiated version.
+        engine
+            .docker
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .expect("list images");
+        // The negotiated version is the engine's when the engine is older than bollard's
+        // default (1.41 on Docker 20.10 here), and the minimum minik accepts.
+        let (major, minor) = server_api.split_once('.').expect("MAJOR.MINOR");
+        let server = (
+            major.parse::<usize>().unwrap(),
+            minor.parse::<usize>().unwrap(),
+        );
+        let client = engine.docker.client_version();
+        assert!(
+            (client.major_version, client.minor_version) <= server
+                && (client.major_version, client.minor_version)
+                    >= minik::kubelet::docker::MIN_API_VERSION,
+            "negotiated {client} with an engine at {server_api}"
+        );
+    });
+}
+
 /// Every container (and init container) of a pod spec.
 fn containers(spec: &Value) -> Vec<&Value> {
     ["initContainers", "containers"]

@@ -6,6 +6,12 @@
 //! it knows, and an older engine (API 1.41 here, Docker 20.10) refuses requests above its own
 //! version. An engine that can't be reached gives one clear error naming the address, the cause
 //! and what to check.
+//!
+//! A caveat of bollard 0.21: its URL builder joins the request path onto `/vX.Y` as an absolute
+//! path, which drops the version prefix, so requests go out unversioned (`/images/json`) and the
+//! engine answers at its own API version. The negotiated version ([`Engine::api_version`]) is
+//! still what minik checks against [`MIN_API_VERSION`] and what later code should consult before
+//! using a newer API feature.
 
 use std::time::Duration;
 
@@ -75,6 +81,12 @@ impl Engine {
                 MIN_API_VERSION.1
             );
         }
+        tracing::debug!(
+            host,
+            api = %api,
+            engine = version.version.as_deref().unwrap_or("unknown"),
+            "connected to the Docker engine"
+        );
         Ok(Engine {
             docker,
             host: host.to_string(),
