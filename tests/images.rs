@@ -291,6 +291,23 @@ fn build_is_idempotent_and_ls_lists_the_images() {
         show("build nope", &bad)
     );
 
+    // --force builds anew; the replaced image is removed, not left dangling (unless a container
+    // of another test still uses it).
+    let old = image_id("minik/pause:3.10");
+    let forced = minik_ok(&["image", "build", "--force", "pause"]);
+    assert!(forced.contains("(built"), "{forced}");
+    let new = image_id("minik/pause:3.10");
+    assert_ne!(old, new);
+    assert_eq!(image_id("registry.k8s.io/pause:3.10"), new);
+    if docker(&["image", "inspect", &old]).status.success() {
+        let users = docker_ok(&["ps", "-aq", "--filter", &format!("ancestor={old}")]);
+        assert!(
+            !users.is_empty(),
+            "the replaced image {old} was left behind unused"
+        );
+    }
+    let ids: Vec<String> = IMAGES.iter().map(|i| image_id(i)).collect();
+
     // `ls`: a table with the short IDs and sizes as docker prints them.
     let table = minik_ok(&["image", "ls"]);
     let header = table.lines().next().unwrap_or("");
@@ -420,6 +437,17 @@ fn echo_answers_with_pod_name_path_and_headers() {
     }
     let huge = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(20_000));
     assert_eq!(http(&addr, &huge).unwrap().status, 431);
+    // Non-ASCII bytes in the target (the server once sliced inside a character there).
+    let r = http(
+        &addr,
+        "GET /a€€ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(
+        r.status == 200 && r.body.contains("path: /a€€\n"),
+        "{}",
+        r.body
+    );
     // A client that disconnects mid-request.
     let mut half = TcpStream::connect(&addr).unwrap();
     half.write_all(b"GET /half HTTP/1.1\r\nHo").unwrap();

@@ -34,7 +34,7 @@ use anyhow::{Context as _, bail};
 use bollard::models::ImageInspect;
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, ImportImageOptionsBuilder, ListImagesOptionsBuilder,
-    TagImageOptionsBuilder,
+    RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
@@ -364,6 +364,20 @@ pub async fn build(
         });
     }
 
+    // The image the first tag names now, if minik built it: replaced below, then removed (so
+    // edits to an image's sources don't pile up untagged images).
+    let previous = engine
+        .docker
+        .inspect_image(&src.tags[0])
+        .await
+        .ok()
+        .filter(|i| {
+            i.config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .is_some_and(|l| l.contains_key(LABEL_IMAGE))
+        })
+        .and_then(|i| i.id);
     progress(&format!(
         "{}: building {} ({} context)",
         src.name,
@@ -422,6 +436,20 @@ pub async fn build(
         })?;
     let id = inspect.id.unwrap_or_default();
     tag_all(engine, &id, &src.tags).await?;
+    if let Some(old) = previous.filter(|old| *old != id) {
+        // Fails (and is left alone) while a container uses it or another name points at it.
+        let removed = engine
+            .docker
+            .remove_image(&old, Some(RemoveImageOptionsBuilder::new().build()), None)
+            .await;
+        if removed.is_ok() {
+            progress(&format!(
+                "{}: removed the previous image {}",
+                src.name,
+                short_id(&old)
+            ));
+        }
+    }
     Ok(Built {
         name: src.name.clone(),
         id,

@@ -163,7 +163,9 @@ impl Request {
     fn path_and_query(&self) -> (&str, &str) {
         let mut t = self.target.as_str();
         for scheme in ["http://", "https://"] {
-            if t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            if t.get(..scheme.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+            {
                 let rest = &t[scheme.len()..];
                 t = rest.find('/').map_or("/", |i| &rest[i..]);
             }
@@ -605,6 +607,15 @@ mod tests {
         assert_eq!(r.header("x-y"), Some("z"));
         assert!(r.keep_alive());
         assert!(wants_json(&r, r.path_and_query().1));
+    }
+
+    #[test]
+    fn non_ascii_targets_are_no_problem() {
+        for target in ["/a€€", "/€", "/ééé?€=1", "http://h€/€"] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let r = head(&raw).unwrap();
+            let _ = r.path_and_query();
+        }
     }
 
     #[test]
