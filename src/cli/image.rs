@@ -17,16 +17,18 @@ use crate::kubelet::images::{self, BuildOptions, LoadTarget};
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
-    /// Build images from the images/ folder (all of them when none is named): compile each
-    /// crate as a static binary and build its FROM-scratch image in the local Docker engine.
-    /// Quick when nothing changed.
+    /// Build images from the images/ folder (all of them when none is named).
+    ///
+    /// Compiles each crate as a static binary and builds its FROM-scratch image in the local
+    /// Docker engine. Quick, and the image unchanged, when nothing changed.
     Build(BuildArgs),
-    /// List the cluster's images in the Docker engine (minik's own and registry.k8s.io ones;
-    /// --all for every image).
+    /// List the cluster's images in the Docker engine (--all: every image).
     #[command(visible_alias = "list")]
     Ls(LsArgs),
-    /// Make images available to the cluster: load `docker save` tarballs into the Docker engine,
-    /// or check that named images are there (as `kind load docker-image` does).
+    /// Make images available to the cluster (as `kind load docker-image` does).
+    ///
+    /// A `docker save` tarball is loaded into the Docker engine; a name is checked to be there
+    /// (one engine serves every node).
     Load(LoadArgs),
 }
 
