@@ -14,7 +14,8 @@
 //! - [`images`]: images without a registry. `images/<name>/` in the repository holds a std-only
 //!   Rust crate and a `FROM scratch` Dockerfile; building compiles the crate as a static binary,
 //!   sends it with the Dockerfile as an in-memory build context and tags the result
-//!   (`minik/pause:3.10` = `registry.k8s.io/pause:3.10`, `minik/echo:1.0`). Also listing the
+//!   (`minik/pause:3.10` = `registry.k8s.io/pause:3.10`, `minik/echo:1.0`; `minik/busybox:1.0`
+//!   is the host's static busybox instead of a crate). Also listing the
 //!   cluster's images and loading `docker save` tarballs (what `kind load` and `minikube image load`
 //!   do; with a single engine "load" means "make sure the engine has it").
 //! - [`tar`]: the small ustar writer the build context is made with.
