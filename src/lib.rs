@@ -7,6 +7,8 @@
 //! - [`apiserver`]: kube-apiserver, the front door of the control plane: the Kubernetes REST API over HTTPS.
 //! - [`scheduler`]: kube-scheduler, which picks a node for each new pod (filters, scores,
 //!   preemption) and binds it.
+//! - [`kubelet`]: the node agent; so far its connection to Docker and the images (built locally,
+//!   no registry).
 //! - [`fake_kubelet`]: simulated nodes for scale labs (kwok-style): Leases, pods marked Running.
 //! - [`component_base`]: what every component shares: its health endpoint, API client, leader
 //!   election.
@@ -26,5 +28,6 @@ pub mod component_base;
 pub mod controller_manager;
 pub mod etcd;
 pub mod fake_kubelet;
+pub mod kubelet;
 pub mod scheduler;
 pub mod supervisor;

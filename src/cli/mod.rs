@@ -11,6 +11,7 @@ mod controller_manager;
 mod etcd;
 mod etcdctl;
 mod fake_kubelet;
+mod image;
 mod kubectl;
 mod lifecycle;
 mod logs;
@@ -87,6 +88,9 @@ pub enum Command {
     Certs(certs::CertsArgs),
     /// Run the controller manager (the process the supervisor runs as `kube-controller-manager`).
     ControllerManager(controller_manager::ControllerManagerArgs),
+    /// The cluster's images in the local Docker engine: build, list, load (no registry needed).
+    #[command(subcommand)]
+    Image(image::ImageCommand),
 }
 
 /// The component a multi-call name stands for, as the arguments `minik` would take.
@@ -169,6 +173,7 @@ pub fn main() -> ExitCode {
         Command::Scheduler(a) => scheduler::run(a),
         Command::FakeKubelet(a) => fake_kubelet::run(a),
         Command::Node(cmd) => fake_kubelet::node(cmd),
+        Command::Image(cmd) => image::run(cmd),
         Command::Supervisor { profile_dir } => {
             crate::supervisor::run(&profile_dir).map(|()| ExitCode::SUCCESS)
         }
