@@ -41,12 +41,13 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
 use super::Ctx;
 use super::expectations::Expectations;
+use super::history;
 use super::informer::Queue;
 use super::util::{self, Events};
 
@@ -140,7 +141,7 @@ impl JobController {
             .expectations
             .satisfied(key, ns, self.ctx.inf.pods.store());
         let pods_api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), ns);
-        let pods = self.claim_pods(&job, &pods_api).await?;
+        let pods = self.claim_pods(&job).await?;
 
         let indexed = spec.completion_mode.as_deref() == Some("Indexed");
         let completions = spec.completions;
@@ -383,46 +384,25 @@ impl JobController {
         }
     }
 
-    /// The Job's pods: those it controls, plus orphans its selector matches (adopted).
-    async fn claim_pods(&self, job: &Job, pods_api: &Api<Pod>) -> anyhow::Result<Vec<Arc<Pod>>> {
-        let uid = job.uid().unwrap_or_default();
-        let ns = job.namespace();
-        let selector = job.spec.as_ref().and_then(|s| s.selector.as_ref());
-        let mut owned = Vec::new();
-        for pod in self.ctx.inf.pods.store().state() {
-            if pod.namespace() != ns {
-                continue;
-            }
-            match util::controller_ref(&pod.metadata) {
-                Some(r) if r.uid == uid => owned.push(pod),
-                Some(_) => {}
-                None => {
-                    let matches = selector.is_some_and(|s| {
-                        !util::selector_is_empty(s)
-                            && util::selector_matches(s, pod.metadata.labels.as_ref())
-                    });
-                    if !matches || pod.metadata.deletion_timestamp.is_some() {
-                        continue;
-                    }
-                    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-                    refs.push(util::new_controller_ref(job));
-                    let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.uid()}});
-                    match pods_api
-                        .patch(
-                            &pod.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
-                        .await
-                    {
-                        Ok(p) => owned.push(Arc::new(p)),
-                        Err(e) if util::is_not_found(&e) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+    /// The Job's pods: those it controls and its selector still matches, plus orphans its
+    /// selector matches (adopted), as every controller claims them ([`history::claim_pods`]).
+    /// A job without a selector (the API server always sets one) adopts nothing.
+    async fn claim_pods(&self, job: &Job) -> anyhow::Result<Vec<Arc<Pod>>> {
+        match job.spec.as_ref().and_then(|s| s.selector.as_ref()) {
+            Some(selector) => history::claim_pods(&self.ctx, job, selector, |_| true).await,
+            None => {
+                let uid = job.uid().unwrap_or_default();
+                Ok(self
+                    .ctx
+                    .inf
+                    .pods
+                    .store()
+                    .state()
+                    .into_iter()
+                    .filter(|p| util::controller_ref(&p.metadata).is_some_and(|r| r.uid == uid))
+                    .collect())
             }
         }
-        Ok(owned)
     }
 
     /// Creates or deletes pods so that the right number run. Returns the new active count and
