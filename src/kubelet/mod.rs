@@ -25,4 +25,5 @@
 
 pub mod docker;
 pub mod images;
+pub mod labels;
 pub mod tar;
