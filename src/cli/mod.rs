@@ -13,6 +13,7 @@ mod etcdctl;
 mod fake_kubelet;
 mod image;
 mod kubectl;
+mod kubelet;
 mod lifecycle;
 mod logs;
 mod scheduler;
@@ -79,6 +80,9 @@ pub enum Command {
     /// Run the scheduler (the process the supervisor runs as `kube-scheduler`), or explain
     /// its decision for a pod (`minik scheduler why NAMESPACE/POD`).
     Scheduler(scheduler::SchedulerArgs),
+    /// Run a node's kubelet (the process the supervisor runs as `kubelet`, one per node): pods
+    /// bound to the node run as Docker containers.
+    Kubelet(kubelet::KubeletArgs),
     /// Simulated nodes (the process the supervisor runs for `minik up --fake-nodes N`).
     FakeKubelet(fake_kubelet::FakeKubeletArgs),
     /// The cluster's nodes: list them, stop or start a simulated node's heartbeat.
@@ -120,6 +124,7 @@ fn component_args(name: &str) -> Option<&'static [&'static str]> {
         "kube-apiserver" => &["minik", "apiserver"],
         "kube-scheduler" => &["minik", "scheduler"],
         "fake-kubelet" => &["minik", "fake-kubelet"],
+        "kubelet" => &["minik", "kubelet"],
         "kube-controller-manager" => &["minik", "controller-manager"],
         _ => return None,
     })
@@ -171,6 +176,7 @@ pub fn main() -> ExitCode {
         Command::Kubectl(a) => kubectl::run(a),
         Command::Etcdctl(a) => etcdctl::run(a),
         Command::Scheduler(a) => scheduler::run(a),
+        Command::Kubelet(a) => kubelet::run(a),
         Command::FakeKubelet(a) => fake_kubelet::run(a),
         Command::Node(cmd) => fake_kubelet::node(cmd),
         Command::Image(cmd) => image::run(cmd),

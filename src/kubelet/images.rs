@@ -773,6 +773,34 @@ pub async fn check_present(engine: &Engine, name: &str) -> anyhow::Result<ImageI
     }
 }
 
+/// Pulls `image` from its registry, as the kubelet does for `imagePullPolicy: Always` or a
+/// missing image. On a machine without a registry this fails with the engine's reason (the
+/// error text is what `ErrImagePull` shows).
+pub async fn pull(engine: &Engine, image: &str) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let (repo, tag) = match image.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') && !image.contains('@') => (r, t),
+        _ => (image, ""),
+    };
+    let opts = bollard::query_parameters::CreateImageOptions {
+        from_image: Some(repo.to_string()),
+        tag: (!tag.is_empty()).then(|| tag.to_string()),
+        ..Default::default()
+    };
+    let mut stream = engine.docker.create_image(Some(opts), None, None);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                    anyhow::bail!("Error response from daemon: {e}");
+                }
+            }
+            Err(e) => anyhow::bail!("Error response from daemon: {}", super::docker::message(&e)),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,24 +6,36 @@
 //! joined to it, their volumes, probes, restarts and status. minik's kubelet will do this with the
 //! local Docker engine, one kubelet process per node (issue 6).
 //!
-//! So far this folder holds what that kubelet stands on — the connection to Docker and the images:
+//! minik's kubelet (`minik kubelet --node-name NAME --kubeconfig F`, one process per node)
+//! does this with the local Docker engine. Its parts, each a module:
 //!
-//! - [`docker`]: connecting to the local Docker engine with bollard (`DOCKER_HOST` respected, the
-//!   unix socket by default), negotiating the API version (this machine's engine speaks 1.41), and
-//!   a clear error when the engine can't be reached.
-//! - [`images`]: images without a registry. `images/<name>/` in the repository holds a std-only
-//!   Rust crate and a `FROM scratch` Dockerfile; building compiles the crate as a static binary,
-//!   sends it with the Dockerfile as an in-memory build context and tags the result
-//!   (`minik/pause:3.10` = `registry.k8s.io/pause:3.10`, `minik/echo:1.0`; `minik/busybox:1.0`
-//!   is the host's static busybox instead of a crate). Also listing the
-//!   cluster's images and loading `docker save` tarballs (what `kind load` and `minikube image load`
-//!   do; with a single engine "load" means "make sure the engine has it").
-//! - [`tar`]: the small ustar writer the build context is made with.
+//! - [`node`]: registering the Node, the Lease heartbeat, the node status (conditions,
+//!   capacity, addresses, images); a node without Docker registers `NotReady` with the reason;
+//! - [`runtime`]: pods as Docker containers — the `pause` sandbox on the profile's bridge
+//!   network holding the pod IP, the containers joined to it, dockershim's names and
+//!   [`labels`] (how a restarted kubelet re-adopts its containers);
+//! - [`pod_worker`]: one task per pod, the kubelet's `syncPod`: sandbox, init containers, app
+//!   containers, restart policy with CrashLoopBackOff, image pull policy with ErrImagePull /
+//!   ImagePullBackOff, graceful deletion; [`status`] computes what it reports;
+//! - [`events`]: the core/v1 Events the kubelet records (`Pulled`, `Created`, `Started`,
+//!   `Killing`, `BackOff`, …);
+//! - [`docker`], [`images`], [`tar`]: the connection to Docker (bollard, API version
+//!   negotiated), the images built from `images/` without a registry (`minik image build`,
+//!   `minik image load`), and the tar writer of their build context.
 //!
-//! The pods themselves (sandboxes, containers, volumes, probes, logs, exec) are still to come;
-//! until then `minik fake-kubelet` simulates nodes.
+//! [`run`] ties them together: the pods bound to the node come from a watch on the API server
+//! (field selector `spec.nodeName`), container changes from Docker's event stream (the
+//! kubelet's PLEG), and every component talks only to the API server.
 
 pub mod docker;
+pub mod events;
 pub mod images;
 pub mod labels;
+pub mod node;
+pub mod pod_worker;
+pub mod runtime;
+pub mod status;
 pub mod tar;
+
+mod run;
+pub use run::{Options, run};

@@ -542,13 +542,16 @@ impl Rbac {
         }
     }
 
-    /// Whether the request is allowed. `Deny` carries kube-apiserver's reason: empty, or
+    /// Whether the request is allowed (the Node authorizer first, then RBAC). `Deny` carries kube-apiserver's reason: empty, or
     /// `RBAC: <errors>` when a binding's role could not be found.
     pub fn authorize(&self, a: &Attributes) -> Decision {
         if a.user.in_group(SYSTEM_MASTERS) {
             return Decision::Allow;
         }
         let st = self.state.read();
+        if node_authorizer_allows(&st, a) {
+            return Decision::Allow;
+        }
         let mut allowed = false;
         let mut errors = Vec::new();
         st.visit_rules_for(a.user, a.namespace, &mut |r| match r {
@@ -735,6 +738,33 @@ pub fn forbidden_message(a: &Attributes, reason: &str) -> String {
     } else {
         format!("{qualified} {} is forbidden: {msg}", quote(a.name))
     }
+}
+
+/// kube-apiserver's `Node` authorizer, which runs before RBAC (`--authorization-mode=Node,RBAC`):
+/// a kubelet (user `system:node:<name>` in group `system:nodes`) may do what the `system:node`
+/// ClusterRole lists (the real authorizer's node rules), and may write only its own Node and
+/// its own Lease in `kube-node-lease`. The real one also walks a graph of which pods, secrets
+/// and configMaps belong to the node; minik's allows a kubelet the node rules on all of them.
+fn node_authorizer_allows(st: &State, a: &Attributes) -> bool {
+    let Some(node) = a.user.name.strip_prefix("system:node:") else {
+        return false;
+    };
+    if node.is_empty() || !a.user.in_group("system:nodes") {
+        return false;
+    }
+    let writes = !matches!(a.verb, "get" | "list" | "watch");
+    let own_object = match (a.api_group, a.resource) {
+        ("", "nodes") => a.name.is_empty() || a.name == node,
+        ("coordination.k8s.io", "leases") => {
+            a.namespace == "kube-node-lease" && (a.name.is_empty() || a.name == node)
+        }
+        _ => true,
+    };
+    if writes && !own_object {
+        return false;
+    }
+    st.role_rules("ClusterRole", "system:node", "")
+        .is_ok_and(|rules| rules.iter().any(|rule| rule.allows(a)))
 }
 
 #[cfg(test)]
@@ -1396,9 +1426,46 @@ mod tests {
         assert!(allowed(&r, &url(&anon, "get", "/healthz")));
         assert!(allowed(&r, &url(&anon, "get", "/version")));
         assert!(!allowed(&r, &url(&anon, "get", "/apis")));
-        // Nodes are authorized by the Node authorizer; system:node is bound to nobody.
+        // Nodes are authorized by the Node authorizer (system:node is bound to nobody): the
+        // node rules, writes only to its own Node and Lease.
         let node = user("system:node:n1", &["system:nodes", "system:authenticated"]);
-        assert!(!allowed(&r, &res(&node, "create", "", "nodes", "", "", "")));
+        assert!(allowed(&r, &res(&node, "create", "", "nodes", "", "", "")));
+        assert!(allowed(
+            &r,
+            &res(&node, "patch", "", "nodes", "status", "", "n1")
+        ));
+        assert!(!allowed(
+            &r,
+            &res(&node, "patch", "", "nodes", "status", "", "n2")
+        ));
+        assert!(allowed(&r, &res(&node, "list", "", "nodes", "", "", "")));
+        let lease = |name| {
+            res(
+                &node,
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                "",
+                "kube-node-lease",
+                name,
+            )
+        };
+        assert!(allowed(&r, &lease("n1")));
+        assert!(!allowed(&r, &lease("n2")));
+        assert!(allowed(
+            &r,
+            &res(&node, "patch", "", "pods", "status", "ns", "p")
+        ));
+        assert!(!allowed(
+            &r,
+            &res(&node, "delete", "", "namespaces", "", "", "ns")
+        ));
+        // Only a node name in the system:nodes group.
+        let pretender = user("system:node:n1", &["system:authenticated"]);
+        assert!(!allowed(
+            &r,
+            &res(&pretender, "list", "", "nodes", "", "", "")
+        ));
     }
 
     #[test]
