@@ -21,9 +21,12 @@ pub struct KubeletArgs {
     /// The kubeconfig of the API server (the node's identity `system:node:<name>`).
     #[arg(long)]
     pub kubeconfig: PathBuf,
-    /// The profile whose pod network (`minik-<profile>`) pods join.
+    /// The profile the node belongs to (a label on its containers).
     #[arg(long, default_value = crate::cluster::profile::DEFAULT_PROFILE)]
     pub profile: String,
+    /// The Docker network pods join (default `minik-<profile>`; created if missing).
+    #[arg(long)]
+    pub pod_network: Option<String>,
     /// This node's pod range.
     #[arg(long, default_value = "10.244.0.0/24")]
     pub pod_cidr: String,
@@ -48,6 +51,15 @@ pub struct KubeletArgs {
     /// Capacity overrides: `cpu=4,memory=8Gi,pods=110`.
     #[arg(long, value_delimiter = ',')]
     pub capacity: Vec<String>,
+    /// The streaming server's certificate (logs, exec, attach, port-forward).
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The streaming server's private key.
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Clients of the streaming server must present a certificate signed by this CA.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
     /// The sandbox image.
     #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
     pub pod_infra_container_image: String,
@@ -117,6 +129,9 @@ pub fn run(a: KubeletArgs) -> anyhow::Result<ExitCode> {
     let opts = Options {
         node_name,
         kubeconfig: a.kubeconfig,
+        pod_network: a
+            .pod_network
+            .unwrap_or_else(|| crate::kubelet::labels::network_name(&a.profile)),
         profile: a.profile,
         pod_cidr: a.pod_cidr,
         cluster_cidr: a.cluster_cidr,
@@ -127,6 +142,9 @@ pub fn run(a: KubeletArgs) -> anyhow::Result<ExitCode> {
         labels: pairs(&a.node_labels, "node label")?,
         taints,
         pause_image: a.pod_infra_container_image,
+        tls_cert_file: a.tls_cert_file,
+        tls_private_key_file: a.tls_private_key_file,
+        client_ca_file: a.client_ca_file,
     };
     super::runtime()?.block_on(kubelet::run(opts))?;
     Ok(ExitCode::SUCCESS)

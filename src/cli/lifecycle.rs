@@ -36,7 +36,9 @@ pub fn down(a: DownArgs) -> anyhow::Result<ExitCode> {
             profile.name
         );
     }
-    match stop(&profile)? {
+    let stopped = stop(&profile)?;
+    pods(&profile, false);
+    match stopped {
         true => println!(
             "* Stopped profile {:?}; its data is kept (`minik up{}` resumes it)",
             profile.name,
@@ -74,6 +76,38 @@ pub fn stop(profile: &Profile) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// Stops the containers of the profile's pods, or (`remove`) removes them and the pod network.
+/// Without Docker there is nothing to do.
+fn pods(profile: &Profile, remove: bool) {
+    use crate::kubelet::{docker, runtime};
+    let Ok(cfg) = crate::cluster::setup::load_config(profile) else {
+        return;
+    };
+    if cfg.nodes == 0 && cfg.networking.pod_network.is_none() {
+        return;
+    }
+    let network = crate::cluster::nodes::network(profile, &cfg);
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let Ok(engine) = docker::Engine::connect().await else {
+            return;
+        };
+        let r = if remove {
+            runtime::remove_pod_network(&engine, &network).await
+        } else {
+            runtime::stop_pod_containers(&engine, &network).await
+        };
+        if let Err(e) = r {
+            eprintln!("! the pods' containers: {e:#}");
+        }
+    });
+}
+
 /// Processes the state file still names (a supervisor killed with SIGKILL leaves its children to
 /// their parent-death signal; this makes sure).
 fn kill_leftovers(profile: &Profile) {
@@ -108,6 +142,7 @@ pub fn delete(a: DeleteArgs) -> anyhow::Result<ExitCode> {
     let target = kubeconfig::user_kubeconfig_path()?;
     for p in profiles {
         stop(&p)?;
+        pods(&p, true);
         kubeconfig::remove(&target, &p.context_name())?;
         std::fs::remove_dir_all(&p.dir).with_context(|| format!("removing {}", p.dir.display()))?;
         println!(

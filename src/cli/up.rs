@@ -225,6 +225,10 @@ fn up(a: &UpArgs, profile: &Profile, progress: &mut Progress) -> anyhow::Result<
             std::fs::copy(src, profile.dir.join("fake-nodes.yaml"))
                 .with_context(|| format!("copying {src}"))?;
         }
+        let mut cfg = cfg;
+        if cfg.nodes > 0 {
+            prepare_docker(profile, &mut cfg, progress);
+        }
         if let Err(e) = setup::create(profile, &cfg) {
             // Leave nothing half-made behind: a later `up` starts clean.
             let _ = std::fs::remove_file(profile.config_file());
@@ -241,13 +245,70 @@ fn up(a: &UpArgs, profile: &Profile, progress: &mut Progress) -> anyhow::Result<
     let pid = spawn_supervisor(profile)?;
     progress.done(&format!("pid {pid}"));
     let code = wait_ready(a, profile, progress, started, pid)?;
-    if cfg.nodes > 1 {
-        progress.line(
-            "nodes: the kubelet is not part of minik yet, so this cluster has no nodes that run pods (--nodes is recorded for when it is)",
-            "!",
-        );
-    }
     Ok(code)
+}
+
+/// What nodes need from Docker before their kubelets start: the profile's pod network (a free
+/// name and subnet, recorded in the config) and the pause image (built from `images/` when
+/// missing). Without Docker the nodes still register, NotReady with the reason.
+fn prepare_docker(profile: &Profile, cfg: &mut ClusterConfig, progress: &mut Progress) {
+    use crate::kubelet::{docker, images, runtime};
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            progress.line(&format!("nodes: cannot start the async runtime: {e}"), "!");
+            return;
+        }
+    };
+    rt.block_on(async {
+        let engine = match docker::Engine::connect().await {
+            Ok(e) => e,
+            Err(e) => {
+                progress.line(
+                    &format!("nodes: {e:#}; they will register NotReady until Docker answers"),
+                    "!",
+                );
+                return;
+            }
+        };
+        let want = crate::cluster::nodes::network(profile, cfg);
+        match runtime::create_pod_network(&engine, &want, &cfg.networking.pod_subnet, &profile.name).await {
+            Ok((name, subnet)) => {
+                if name != want || subnet != cfg.networking.pod_subnet {
+                    progress.line(&format!("pod network {name} ({subnet})"), "*");
+                }
+                cfg.networking.pod_network = Some(name);
+                cfg.networking.pod_subnet = subnet;
+            }
+            Err(e) => progress.line(&format!("nodes: {e:#}"), "!"),
+        }
+        let pause = "registry.k8s.io/pause:3.10";
+        if images::check_present(&engine, pause).await.is_err() {
+            progress.step(format!("Building the pause image {pause}"));
+            let built = async {
+                let dir = images::images_dir(None)?;
+                let sources = images::select(images::discover(&dir)?, &["pause".to_string()])?;
+                for src in &sources {
+                    images::build(&engine, src, &images::BuildOptions { force: false }, &mut |_| {}).await?;
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            match built {
+                Ok(()) => progress.done(""),
+                Err(e) => {
+                    progress.fail();
+                    progress.line(
+                        &format!("the pause image: {e:#}; pods cannot start until it exists (`minik image build pause` or `minik image load`)"),
+                        "!",
+                    );
+                }
+            }
+        }
+    });
 }
 
 /// The config for a new profile: the file (if any), then the flags; ports for profiles other
@@ -273,6 +334,21 @@ fn new_config(a: &UpArgs, profile: &Profile) -> anyhow::Result<ClusterConfig> {
         None => ClusterConfig::default(),
     };
     let given = |key: &str| in_file.iter().any(|k| k == key);
+    // Simulated nodes alone make a kwok-style lab: no real node unless asked for.
+    let nodes_in_file = a.config.as_ref().is_some_and(|path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
+            .is_some_and(|v| v.get("nodes").is_some())
+    });
+    if (a.fake_nodes.is_some_and(|n| n > 0)
+        || a.fake_node_profile.is_some()
+        || cfg.fake_nodes > 0
+        || cfg.fake_node_profile.is_some())
+        && !nodes_in_file
+    {
+        cfg.nodes = 0;
+    }
     if let Some(n) = a.nodes {
         cfg.nodes = n;
     }
@@ -306,6 +382,10 @@ fn new_config(a: &UpArgs, profile: &Profile) -> anyhow::Result<ClusterConfig> {
     if others && !given("controllerManager") {
         cfg.ports.controller_manager = 0;
     }
+    // Kubelets of other profiles get free ports, picked per node when it is made.
+    if others && !given("kubelet") {
+        cfg.ports.kubelet = 0;
+    }
     for port in [
         &mut cfg.ports.apiserver,
         &mut cfg.ports.etcd,
@@ -321,10 +401,7 @@ fn new_config(a: &UpArgs, profile: &Profile) -> anyhow::Result<ClusterConfig> {
     Ok(cfg)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
-}
+use crate::cluster::ports::free_port;
 
 /// Refuses ports another process listens on, naming the port and the process.
 fn check_ports(cfg: &ClusterConfig) -> anyhow::Result<()> {

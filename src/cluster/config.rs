@@ -3,15 +3,18 @@
 //! ```yaml
 //! apiVersion: minik.dev/v1alpha1
 //! kind: Cluster
-//! nodes: 1                       # the control-plane node plus workers
+//! nodes: 1                       # the control-plane node plus workers (0: no node runs pods)
 //! ports:
 //!   apiserver: 6443              # 0 = any free port
 //!   etcd: 2379
 //!   scheduler: 10259
 //!   controllerManager: 10257
+//!   kubelet: 10250               # node i's kubelet listens on kubelet + i
 //! networking:
 //!   serviceSubnet: 10.96.0.0/12
 //!   nodePortRange: 30000-32767
+//!   podSubnet: 10.244.0.0/16     # node i's pods get the i-th /24
+//!   podNetwork: minik            # the Docker network of the pods (default minik-<profile>)
 //! etcd:
 //!   servers: []                  # external etcd URLs instead of the embedded store
 //!   snapshots: {interval: 12h, keep: 5}
@@ -19,6 +22,7 @@
 //!   kube-apiserver: {v: "2"}
 //!   kube-controller-manager: {node-monitor-grace-period: 10s}
 //!   fake-kubelet: {heartbeat: 2s}  # how often fake nodes renew their Leases
+//!   kubelet: {pod-infra-container-image: minik/pause:3.10}
 //! fakeNodes: 100                 # simulated nodes (minik fake-kubelet), or:
 //! fakeNodeProfile: nodes.yaml    # nodes: [{count, namePrefix, capacity, labels, taints}]
 //! ```
@@ -37,12 +41,13 @@ pub const API_VERSION: &str = "minik.dev/v1alpha1";
 pub const KIND: &str = "Cluster";
 
 /// The components whose flags `extraArgs` may extend.
-pub const COMPONENTS: [&str; 5] = [
+pub const COMPONENTS: [&str; 6] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "fake-kubelet",
+    "kubelet",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +94,13 @@ pub struct Ports {
     /// kube-controller-manager's health endpoint (`--secure-port`).
     #[serde(default = "default_controller_manager_port")]
     pub controller_manager: u16,
+    /// The first node's kubelet port; node i listens on `kubelet + i` (0 = free ports).
+    #[serde(default = "default_kubelet_port")]
+    pub kubelet: u16,
+}
+
+fn default_kubelet_port() -> u16 {
+    10250
 }
 
 fn default_apiserver_port() -> u16 {
@@ -111,6 +123,7 @@ impl Default for Ports {
             etcd: default_etcd_port(),
             scheduler: default_scheduler_port(),
             controller_manager: default_controller_manager_port(),
+            kubelet: default_kubelet_port(),
         }
     }
 }
@@ -122,6 +135,16 @@ pub struct Networking {
     pub service_subnet: String,
     #[serde(default = "default_node_port_range")]
     pub node_port_range: String,
+    /// The pods' addresses; node i gets the i-th /24 (kubeadm's `podSubnet`).
+    #[serde(default = "default_pod_subnet")]
+    pub pod_subnet: String,
+    /// The Docker network the pods join (default `minik-<profile>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_network: Option<String>,
+}
+
+fn default_pod_subnet() -> String {
+    "10.244.0.0/16".into()
 }
 
 fn default_service_subnet() -> String {
@@ -136,6 +159,8 @@ impl Default for Networking {
         Networking {
             service_subnet: default_service_subnet(),
             node_port_range: default_node_port_range(),
+            pod_subnet: default_pod_subnet(),
+            pod_network: None,
         }
     }
 }
@@ -241,10 +266,10 @@ impl ClusterConfig {
                 format!("invalid value {}: at most 10000", self.fake_nodes),
             );
         }
-        if !(1..=100).contains(&self.nodes) {
+        if self.nodes > 100 {
             return err(
                 "nodes",
-                format!("invalid value {}: must be between 1 and 100", self.nodes),
+                format!("invalid value {}: must be between 0 and 100", self.nodes),
             );
         }
         let ports = [
@@ -266,6 +291,19 @@ impl ClusterConfig {
         }
         if let Err(m) = parse_port_range(&self.networking.node_port_range) {
             return err("networking.nodePortRange", m);
+        }
+        match parse_cidr(&self.networking.pod_subnet) {
+            Err(m) => return err("networking.podSubnet", m),
+            Ok((_, bits)) if bits > 17 => {
+                return err(
+                    "networking.podSubnet",
+                    format!(
+                        "invalid value {:?}: must be a /17 or larger (a /24 per node, up to 100 nodes)",
+                        self.networking.pod_subnet
+                    ),
+                );
+            }
+            Ok(_) => {}
         }
         for s in &self.etcd.servers {
             if !(s.starts_with("http://") || s.starts_with("https://")) {
@@ -361,7 +399,7 @@ fn line_of(text: &str, field: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let bad = || format!("invalid value {s:?}: must be an IPv4 CIDR such as 10.96.0.0/12");
     let (ip, bits) = s.split_once('/').ok_or_else(bad)?;
     let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;

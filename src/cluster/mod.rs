@@ -14,6 +14,7 @@ pub mod backup;
 pub mod config;
 pub mod kubeconfig;
 pub mod manifests;
+pub mod nodes;
 pub mod pki;
 pub mod ports;
 pub mod profile;

@@ -102,3 +102,10 @@ mod tests {
         assert_eq!(holder(port), None);
     }
 }
+
+/// A port nothing listens on now (the kernel's pick on 127.0.0.1).
+pub fn free_port() -> anyhow::Result<u16> {
+    use anyhow::Context as _;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}

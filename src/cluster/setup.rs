@@ -131,6 +131,7 @@ pub fn create(profile: &Profile, cfg: &ClusterConfig) -> anyhow::Result<()> {
     }
     write_kubeconfigs(profile, cfg)?;
     manifests::write_all(profile, cfg)?;
+    super::nodes::write_all(profile, cfg)?;
     save_config(profile, cfg)
 }
 

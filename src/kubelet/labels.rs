@@ -22,6 +22,9 @@ pub const DOCKER_TYPE: &str = "io.kubernetes.docker.type";
 pub const NODE: &str = "minik.dev/node";
 /// The profile (cluster) the container belongs to.
 pub const PROFILE: &str = "minik.dev/profile";
+/// The cluster the container belongs to: its pod network's name, unique on the engine (two
+/// profiles of the same name in different `MINIK_HOME`s get different networks).
+pub const CLUSTER: &str = "minik.dev/cluster";
 /// The hash of the container's spec it was created from (a changed spec means a new container).
 pub const CONTAINER_HASH: &str = "minik.dev/container-hash";
 

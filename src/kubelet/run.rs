@@ -23,8 +23,10 @@ use super::runtime::{Cidr, Runtime};
 pub struct Options {
     pub node_name: String,
     pub kubeconfig: PathBuf,
-    /// The profile (names the pod network `minik-<profile>`).
+    /// The profile (a label on the containers).
     pub profile: String,
+    /// The Docker network pods join (created if missing).
+    pub pod_network: String,
     /// This node's pod range.
     pub pod_cidr: String,
     /// The whole pod network (the Docker network's subnet).
@@ -39,6 +41,10 @@ pub struct Options {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Value>,
     pub pause_image: String,
+    /// The streaming server's certificate, key, and the CA its clients must be signed by.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Runs the kubelet until SIGTERM/SIGINT. Pods keep running when it stops: a restarted kubelet
@@ -113,6 +119,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         engine.clone(),
         &spec.name,
         &opts.profile,
+        &opts.pod_network,
         cluster_cidr,
         pod_cidr,
     ));
@@ -180,6 +187,15 @@ impl Manager {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
+        // Mirror pods stand for static pods the supervisor runs; they are not run again.
+        if pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
+        {
+            return;
+        }
         let mut workers = self.workers.lock();
         if let Some(h) = workers.get(&uid) {
             h.pod.send_replace(pod);
@@ -289,7 +305,10 @@ async fn docker_events(manager: Arc<Manager>) {
             ("type".to_string(), vec!["container".to_string()]),
             (
                 "label".to_string(),
-                vec![format!("{}={node}", labels::NODE)],
+                vec![
+                    format!("{}={node}", labels::NODE),
+                    format!("{}={}", labels::CLUSTER, manager.shared.runtime.network),
+                ],
             ),
         ]);
         let mut stream = docker.events(Some(bollard::query_parameters::EventsOptions {

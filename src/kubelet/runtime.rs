@@ -197,6 +197,7 @@ impl Runtime {
         engine: Engine,
         node: &str,
         profile: &str,
+        network: &str,
         cluster_cidr: Cidr,
         pod_cidr: Cidr,
     ) -> Runtime {
@@ -204,7 +205,7 @@ impl Runtime {
             engine,
             node: node.to_string(),
             profile: profile.to_string(),
-            network: labels::network_name(profile),
+            network: network.to_string(),
             cluster_cidr,
             pod_cidr,
             ips: Mutex::new(BTreeSet::new()),
@@ -260,7 +261,10 @@ impl Runtime {
     fn node_filter(&self) -> HashMap<String, Vec<String>> {
         HashMap::from([(
             "label".to_string(),
-            vec![format!("{}={}", labels::NODE, self.node)],
+            vec![
+                format!("{}={}", labels::NODE, self.node),
+                format!("{}={}", labels::CLUSTER, self.network),
+            ],
         )])
     }
 
@@ -428,6 +432,7 @@ impl Runtime {
             (labels::DOCKER_TYPE.to_string(), kind.to_string()),
             (labels::NODE.to_string(), self.node.clone()),
             (labels::PROFILE.to_string(), self.profile.clone()),
+            (labels::CLUSTER.to_string(), self.network.clone()),
         ])
     }
 
@@ -702,6 +707,156 @@ impl Runtime {
             })
             .filter(|(n, _)| !n.is_empty())
             .collect())
+    }
+}
+
+/// Creates a profile's pod network when `minik up` makes the profile: `want_name` with
+/// `want_subnet` when both are free, else the next free name (`-2`, `-3`, …) and the next /16
+/// that overlaps no existing Docker network (10.244 … 10.254, then 10.200 … 10.243). Returns the
+/// (name, subnet) made. Two profiles made at once cannot take the same subnet: the engine refuses
+/// the second, which then tries the next.
+pub async fn create_pod_network(
+    engine: &Engine,
+    want_name: &str,
+    want_subnet: &str,
+    profile: &str,
+) -> anyhow::Result<(String, String)> {
+    let docker = &engine.docker;
+    let wanted = Cidr::parse(want_subnet)?;
+    let mut candidates = vec![wanted];
+    for second in (244..=254).chain(200..244) {
+        let c = Cidr {
+            addr: Ipv4Addr::new(10, second, 0, 0),
+            prefix: 16,
+        };
+        if c != wanted {
+            candidates.push(c);
+        }
+    }
+    for attempt in 0..64 {
+        let existing = docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(|e| anyhow::anyhow!("listing Docker networks: {}", message(&e)))?;
+        let names: BTreeSet<String> = existing.iter().filter_map(|n| n.name.clone()).collect();
+        let used: Vec<Cidr> = existing
+            .iter()
+            .filter_map(|n| n.ipam.as_ref()?.config.clone())
+            .flatten()
+            .filter_map(|c| c.subnet.and_then(|s| Cidr::parse(&s).ok()))
+            .collect();
+        let overlaps = |a: &Cidr, b: &Cidr| a.contains(b.addr) || b.contains(a.addr);
+        let Some(subnet) = candidates
+            .iter()
+            .find(|c| !used.iter().any(|u| overlaps(c, u)))
+            .copied()
+        else {
+            bail!("no free /16 for the pod network: every candidate overlaps a Docker network");
+        };
+        let name = std::iter::once(want_name.to_string())
+            .chain((2..).map(|i| format!("{want_name}-{i}")))
+            .find(|n| !names.contains(n))
+            .unwrap_or_else(|| want_name.to_string());
+        let req = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            ipam: Some(Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet.to_string()),
+                    gateway: Some(subnet.gateway().to_string()),
+                    ..Default::default()
+                }]),
+                options: None,
+            }),
+            labels: Some(HashMap::from([(
+                labels::PROFILE.to_string(),
+                profile.to_string(),
+            )])),
+            ..Default::default()
+        };
+        match docker.create_network(req).await {
+            Ok(_) => return Ok((name, subnet.to_string())),
+            Err(e) => {
+                // Taken meanwhile (a name or an overlapping pool): look again.
+                tracing::debug!(
+                    attempt,
+                    "creating network {name} ({subnet}): {}",
+                    message(&e)
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    bail!("could not create a pod network for profile {profile}")
+}
+
+/// Stops the running containers of a cluster's pods (`minik down`: the nodes power off; a
+/// restarted kubelet makes new sandboxes, as after a reboot). Returns how many.
+pub async fn stop_pod_containers(engine: &Engine, network: &str) -> anyhow::Result<usize> {
+    let docker = &engine.docker;
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: false,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{}={network}", labels::CLUSTER)],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| anyhow::anyhow!("listing containers: {}", message(&e)))?;
+    let stops = list.iter().filter_map(|c| c.id.as_deref()).map(|id| {
+        docker.stop_container(
+            id,
+            Some(StopContainerOptions {
+                t: Some(5),
+                signal: None,
+            }),
+        )
+    });
+    let n = futures_util::future::join_all(stops).await.len();
+    Ok(n)
+}
+
+/// Removes a profile's pod network and every container on it made by its kubelets.
+pub async fn remove_pod_network(engine: &Engine, network: &str) -> anyhow::Result<usize> {
+    let docker = &engine.docker;
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{}={network}", labels::CLUSTER)],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| anyhow::anyhow!("listing containers: {}", message(&e)))?;
+    let n = list.len();
+    for c in list {
+        if let Some(id) = c.id {
+            match docker
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        v: true,
+                        ..Default::default()
+                    }),
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => bail!("removing container {id}: {}", message(&e)),
+            }
+        }
+    }
+    match docker.remove_network(network).await {
+        Ok(()) => Ok(n),
+        Err(e) if is_not_found(&e) => Ok(n),
+        Err(e) => bail!("removing network {network}: {}", message(&e)),
     }
 }
 

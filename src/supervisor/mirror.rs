@@ -99,7 +99,7 @@ async fn sync(
         .filter_map(|p| p.metadata.name.clone().map(|n| (n, p)))
         .collect();
     for c in &st.components {
-        if c.state == "Stopped" {
+        if c.state == "Stopped" || c.manifest.starts_with(crate::cluster::nodes::UNIT_PREFIX) {
             continue;
         }
         let name = mirror_name(&c.name, &st.node);

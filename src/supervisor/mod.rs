@@ -17,6 +17,9 @@
 //!   `kube-system` through the API server ([`mirror`]), so `kubectl get pods -n kube-system`
 //!   shows the control plane.
 //!
+//! It also runs the node units `<state>/nodes/<node>.yaml` ([`crate::cluster::nodes`]): one
+//! kubelet per node, supervised the same way, with no mirror pod (a kubelet is not a pod).
+//!
 //! SIGTERM (`minik down`) stops the components in reverse order. The components get SIGTERM
 //! too if the supervisor itself dies.
 
@@ -217,7 +220,22 @@ impl Supervisor {
     fn rescan(&mut self) {
         let mut seen = Vec::new();
         self.manifest_errors.clear();
-        for (file, parsed) in manifests::read_dir(&self.profile.manifests_dir()) {
+        // The static pods, then the node units (`nodes/<node>.yaml`: the kubelets, which a
+        // kubeadm node runs under systemd).
+        let units = manifests::read_dir(&crate::cluster::nodes::nodes_dir(&self.profile))
+            .into_iter()
+            .map(|(file, parsed)| {
+                let file = format!("{}{file}", crate::cluster::nodes::UNIT_PREFIX);
+                let parsed = parsed.map(|mut p| {
+                    p.file = file.clone();
+                    p
+                });
+                (file, parsed)
+            });
+        for (file, parsed) in manifests::read_dir(&self.profile.manifests_dir())
+            .into_iter()
+            .chain(units)
+        {
             seen.push(file.clone());
             let pod = match parsed {
                 Ok(p) => p,
