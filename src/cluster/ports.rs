@@ -87,6 +87,13 @@ pub fn in_use_message(port: u16) -> String {
     }
 }
 
+/// A port nothing listens on now (the kernel's pick on 127.0.0.1).
+pub fn free_port() -> anyhow::Result<u16> {
+    use anyhow::Context as _;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,9 +110,3 @@ mod tests {
     }
 }
 
-/// A port nothing listens on now (the kernel's pick on 127.0.0.1).
-pub fn free_port() -> anyhow::Result<u16> {
-    use anyhow::Context as _;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
-}
