@@ -100,7 +100,7 @@ fn pods(profile: &Profile, remove: bool) {
         let r = if remove {
             runtime::remove_pod_network(&engine, &network).await
         } else {
-            runtime::stop_pod_containers(&engine, &network).await
+            runtime::stop_pod_containers(&engine, &network, None).await
         };
         if let Err(e) = r {
             eprintln!("! the pods' containers: {e:#}");

@@ -16,6 +16,7 @@ mod kubectl;
 mod kubelet;
 mod lifecycle;
 mod logs;
+mod node;
 mod scheduler;
 pub(crate) mod status;
 mod up;
@@ -85,9 +86,9 @@ pub enum Command {
     Kubelet(kubelet::KubeletArgs),
     /// Simulated nodes (the process the supervisor runs for `minik up --fake-nodes N`).
     FakeKubelet(fake_kubelet::FakeKubeletArgs),
-    /// The cluster's nodes: list them, stop or start a simulated node's heartbeat.
+    /// The cluster's nodes: list, add, delete, stop and start them.
     #[command(subcommand)]
-    Node(fake_kubelet::NodeCommand),
+    Node(node::NodeCommand),
     /// Generate a cluster PKI and an admin kubeconfig (for running `minik apiserver` by hand).
     Certs(certs::CertsArgs),
     /// Run the controller manager (the process the supervisor runs as `kube-controller-manager`).
@@ -178,7 +179,7 @@ pub fn main() -> ExitCode {
         Command::Scheduler(a) => scheduler::run(a),
         Command::Kubelet(a) => kubelet::run(a),
         Command::FakeKubelet(a) => fake_kubelet::run(a),
-        Command::Node(cmd) => fake_kubelet::node(cmd),
+        Command::Node(cmd) => node::run(cmd),
         Command::Image(cmd) => image::run(cmd),
         Command::Supervisor { profile_dir } => {
             crate::supervisor::run(&profile_dir).map(|()| ExitCode::SUCCESS)

@@ -793,15 +793,20 @@ pub async fn create_pod_network(
 
 /// Stops the running containers of a cluster's pods (`minik down`: the nodes power off; a
 /// restarted kubelet makes new sandboxes, as after a reboot). Returns how many.
-pub async fn stop_pod_containers(engine: &Engine, network: &str) -> anyhow::Result<usize> {
+pub async fn stop_pod_containers(
+    engine: &Engine,
+    network: &str,
+    node: Option<&str>,
+) -> anyhow::Result<usize> {
     let docker = &engine.docker;
+    let mut wanted = vec![format!("{}={network}", labels::CLUSTER)];
+    if let Some(node) = node {
+        wanted.push(format!("{}={node}", labels::NODE));
+    }
     let list = docker
         .list_containers(Some(ListContainersOptions {
             all: false,
-            filters: Some(HashMap::from([(
-                "label".to_string(),
-                vec![format!("{}={network}", labels::CLUSTER)],
-            )])),
+            filters: Some(HashMap::from([("label".to_string(), wanted)])),
             ..Default::default()
         }))
         .await
@@ -821,14 +826,29 @@ pub async fn stop_pod_containers(engine: &Engine, network: &str) -> anyhow::Resu
 
 /// Removes a profile's pod network and every container on it made by its kubelets.
 pub async fn remove_pod_network(engine: &Engine, network: &str) -> anyhow::Result<usize> {
+    let n = remove_pod_containers(engine, network, None).await?;
+    match engine.docker.remove_network(network).await {
+        Ok(()) => Ok(n),
+        Err(e) if is_not_found(&e) => Ok(n),
+        Err(e) => bail!("removing network {network}: {}", message(&e)),
+    }
+}
+
+/// Removes the containers of a cluster's pods (of one node, or all). Returns how many.
+pub async fn remove_pod_containers(
+    engine: &Engine,
+    network: &str,
+    node: Option<&str>,
+) -> anyhow::Result<usize> {
     let docker = &engine.docker;
+    let mut wanted = vec![format!("{}={network}", labels::CLUSTER)];
+    if let Some(node) = node {
+        wanted.push(format!("{}={node}", labels::NODE));
+    }
     let list = docker
         .list_containers(Some(ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([(
-                "label".to_string(),
-                vec![format!("{}={network}", labels::CLUSTER)],
-            )])),
+            filters: Some(HashMap::from([("label".to_string(), wanted)])),
             ..Default::default()
         }))
         .await
@@ -853,11 +873,7 @@ pub async fn remove_pod_network(engine: &Engine, network: &str) -> anyhow::Resul
             }
         }
     }
-    match docker.remove_network(network).await {
-        Ok(()) => Ok(n),
-        Err(e) if is_not_found(&e) => Ok(n),
-        Err(e) => bail!("removing network {network}: {}", message(&e)),
-    }
+    Ok(n)
 }
 
 #[cfg(test)]
