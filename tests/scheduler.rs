@@ -2,9 +2,9 @@
 //! real format, requeue when a node appears, nodeSelector and taints, preemption, leader election,
 //! and `minik scheduler why`.
 //!
-//! There is no kubelet yet, so the nodes are Node objects created through the API (as a scale
-//! lab's fake nodes are) and the pods stay Pending on their node: the scheduler's part is the
-//! binding.
+//! The cluster has no kubelet (`--nodes 0`): the nodes are Node objects created through the API
+//! (as a scale lab's fake nodes are) and the pods stay Pending on their node: the scheduler's part
+//! is the binding.
 
 mod lab;
 
@@ -76,7 +76,8 @@ fn events_for(lab: &Lab, pod: &str) -> Vec<Value> {
 #[test]
 fn the_scheduler_binds_explains_and_preempts() {
     let lab = Lab::new();
-    lab.up("sched");
+    // The nodes are made by hand here: no kubelet node.
+    lab.ok(&["up", "--name", "sched", "--nodes", "0", "--wait", "60s"]);
     // The scheduler is a control-plane pod.
     let pods = lab.kubectl_ok(CTX, &["get", "pods", "-n", "kube-system"]);
     assert!(pods.contains("kube-scheduler-sched"), "{pods}");

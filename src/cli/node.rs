@@ -252,8 +252,12 @@ fn delete(profile: &Profile, node: &str) -> anyhow::Result<ExitCode> {
             profile.conf(&format!("kubelet-{node}")),
             profile.pki_dir().join(format!("kubelet-{node}-client.crt")),
             profile.pki_dir().join(format!("kubelet-{node}-client.key")),
-            profile.pki_dir().join(format!("kubelet-{node}-serving.crt")),
-            profile.pki_dir().join(format!("kubelet-{node}-serving.key")),
+            profile
+                .pki_dir()
+                .join(format!("kubelet-{node}-serving.crt")),
+            profile
+                .pki_dir()
+                .join(format!("kubelet-{node}-serving.key")),
         ] {
             let _ = std::fs::remove_file(f);
         }

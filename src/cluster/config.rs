@@ -457,11 +457,11 @@ mod tests {
             e,
             "c.yaml:4: networking.serviceSubnet: invalid value \"10.96.0.0\": must be an IPv4 CIDR such as 10.96.0.0/12"
         );
-        let text = "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nnodes: 0\n";
+        let text = "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nnodes: 101\n";
         let e = ClusterConfig::parse(text, "c.yaml")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("c.yaml:3: nodes: invalid value 0"), "{e}");
+        assert!(e.starts_with("c.yaml:3: nodes: invalid value 101"), "{e}");
         let text = "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nports: {apiserver: 70000}\n";
         let e = ClusterConfig::parse(text, "c.yaml")
             .unwrap_err()
