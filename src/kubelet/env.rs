@@ -260,7 +260,11 @@ pub async fn container_env(
                 }
                 return Err(EnvError::ConfigMapNotFound(r.name.clone()));
             };
-            let pairs = cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone()));
+            let pairs = cm
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()));
             add_env_from(&mut out, prefix, pairs, "configMap", ns, &r.name);
         }
         if let Some(r) = &from.secret_ref {
@@ -556,7 +560,11 @@ pub fn service_env_vars(s: &Service) -> Vec<(String, String)> {
         }
     };
     for (i, p) in ports.iter().enumerate() {
-        let proto = p.protocol.as_deref().filter(|p| !p.is_empty()).unwrap_or("TCP");
+        let proto = p
+            .protocol
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or("TCP");
         let lower = proto.to_lowercase();
         let url = format!("{lower}://{}", host_port(p.port));
         if i == 0 {
@@ -731,12 +739,8 @@ pub fn container_resource_value(
     } else {
         divisor
     };
-    let unsupported = || {
-        EnvError::Invalid(format!(
-            "unsupported container resource : {}",
-            sel.resource
-        ))
-    };
+    let unsupported =
+        || EnvError::Invalid(format!("unsupported container resource : {}", sel.resource));
     let (list, name) = sel.resource.split_once('.').ok_or_else(unsupported)?;
     let res = container.resources.as_ref();
     let map = match list {
@@ -866,7 +870,8 @@ pub(crate) mod tests {
             out.status = Some(k8s_openapi::api::authentication::v1::TokenRequestStatus {
                 token: format!("token-{ns}-{sa}-{pod}-{n}"),
                 expiration_timestamp: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    jiff::Timestamp::from_second(now + exp).map_err(|e| SourceError(e.to_string()))?,
+                    jiff::Timestamp::from_second(now + exp)
+                        .map_err(|e| SourceError(e.to_string()))?,
                 ),
             });
             Ok(out)
@@ -955,7 +960,9 @@ pub(crate) mod tests {
     }
 
     fn map_of(v: &[(&str, &str)]) -> BTreeMap<String, String> {
-        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -1008,7 +1015,12 @@ pub(crate) mod tests {
     fn source_with_services() -> FakeSource {
         FakeSource {
             services: vec![
-                svc("default", "kubernetes", "10.96.0.1", &[(Some("https"), 443, None)]),
+                svc(
+                    "default",
+                    "kubernetes",
+                    "10.96.0.1",
+                    &[(Some("https"), 443, None)],
+                ),
                 svc("default", "other", "10.96.0.9", &[(None, 9, None)]),
                 svc("ns", "web", "10.96.0.30", &[(None, 8080, None)]),
                 svc("ns", "headless", "None", &[(None, 80, None)]),
@@ -1036,7 +1048,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_full_environment() {
         let src = source_with_services();
-        src.put_config_map("ns", "cfg", &[("LEVEL", "debug"), ("1bad", "x"), ("ok.key", "y")]);
+        src.put_config_map(
+            "ns",
+            "cfg",
+            &[("LEVEL", "debug"), ("1bad", "x"), ("ok.key", "y")],
+        );
         src.put_secret("ns", "creds", &[("password", b"s3cret")]);
         let mut p = pod("ns", "web-0");
         p.spec.as_mut().expect("spec").enable_service_links = Some(true);
@@ -1051,7 +1067,10 @@ pub(crate) mod tests {
                 secret_ref: None,
             }]),
             env: Some(vec![
-                value("GREETING", "hello $(LEVEL) at $(WEB_SERVICE_HOST) $$(LEVEL)"),
+                value(
+                    "GREETING",
+                    "hello $(LEVEL) at $(WEB_SERVICE_HOST) $$(LEVEL)",
+                ),
                 value("LEVEL", "info"),
                 from("POD", field("metadata.name")),
                 from("NS", field("metadata.namespace")),
@@ -1177,8 +1196,14 @@ pub(crate) mod tests {
                 from("X", cm_ref("cfg", "k")),
                 "couldn't find key k in ConfigMap ns/cfg",
             ),
-            (from("X", s_ref("missing", "k")), "secret \"missing\" not found"),
-            (from("X", s_ref("s", "k")), "couldn't find key k in Secret ns/s"),
+            (
+                from("X", s_ref("missing", "k")),
+                "secret \"missing\" not found",
+            ),
+            (
+                from("X", s_ref("s", "k")),
+                "couldn't find key k in Secret ns/s",
+            ),
             (
                 from("X", field("spec.hostname")),
                 "unsupported fieldPath: spec.hostname",
@@ -1239,7 +1264,8 @@ pub(crate) mod tests {
             .map(|(k, v)| (k.to_string(), KQuantity(v.to_string())))
             .collect();
         let d = defaulted_container(&c, &alloc);
-        let v = |r: &str, div: Option<&str>| container_resource_value(&res_ref(r, div), &d).expect(r);
+        let v =
+            |r: &str, div: Option<&str>| container_resource_value(&res_ref(r, div), &d).expect(r);
         assert_eq!(v("requests.cpu", None), "1");
         assert_eq!(v("requests.cpu", Some("1m")), "250");
         assert_eq!(v("limits.cpu", None), "4");
@@ -1250,7 +1276,10 @@ pub(crate) mod tests {
         assert_eq!(v("requests.ephemeral-storage", None), "0");
         assert_eq!(v("limits.cpu", Some("0")), "4");
         let err = container_resource_value(&res_ref("limits.gpu", None), &d).expect_err("gpu");
-        assert_eq!(err.to_string(), "unsupported container resource : limits.gpu");
+        assert_eq!(
+            err.to_string(),
+            "unsupported container resource : limits.gpu"
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! until then `minik fake-kubelet` simulates nodes.
 
 pub mod docker;
+pub mod env;
 pub mod images;
 pub mod labels;
 pub mod tar;
+pub mod volumes;
