@@ -27,5 +27,6 @@ pub mod docker;
 pub mod env;
 pub mod images;
 pub mod labels;
+pub mod prober;
 pub mod tar;
 pub mod volumes;
