@@ -432,11 +432,9 @@ pub async fn http_probe(
     timeout: Duration,
     user_agent: &str,
 ) -> ProbeResult {
-    let port = match action.port.clone() {
-        p => match resolve_port(&p, container) {
-            Ok(p) => p,
-            Err(e) => return ProbeResult::Unknown(e),
-        },
+    let port = match resolve_port(&action.port, container) {
+        Ok(p) => p,
+        Err(e) => return ProbeResult::Unknown(e),
     };
     let https = action
         .scheme
