@@ -31,6 +31,8 @@ use minik::kubelet::prober::{
 };
 use minik::kubelet::volumes::VolumeManager;
 
+mod lab;
+
 const BUSYBOX: &str = "minik/busybox:1.0";
 const ECHO: &str = "minik/echo:1.0";
 
@@ -615,4 +617,185 @@ async fn probes_against_real_containers() {
         )
     );
     drop(guard);
+}
+
+/// The API-backed parts through a real cluster (`minik up`): a TokenRequest bound to a pod for
+/// the injected `kube-api-access-…` volume, configMaps read with `kube::Client`, the real
+/// `not found` errors, and the service variables of the `kubernetes` service.
+#[tokio::test]
+async fn api_backed_volumes_and_env_on_a_real_cluster() {
+    use k8s_openapi::api::core::v1::{
+        ConfigMapKeySelector, EnvVar, EnvVarSource, Namespace, ServiceAccount,
+    };
+    use kube::api::{Api, PostParams};
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    use minik::kubelet::env::{EnvContext, KubeSource, container_env};
+
+    let lab = lab::Lab::new();
+    lab.up("kmod");
+    let kubeconfig =
+        Kubeconfig::read_from(lab.profile_dir("kmod").join("admin.conf")).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kube config");
+    let client = kube::Client::try_from(config).expect("client");
+    let ns = "kmod";
+    let pp = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &pp,
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(ns.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    sas.create(
+        &pp,
+        &ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("builder".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("service account");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    // The root CA configMap (kube-controller-manager's root-ca-cert-publisher publishes it in
+    // a kubeadm cluster); create it unless something already did.
+    let ca = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("kube-root-ca.crt".into()),
+            ..Default::default()
+        },
+        data: Some([("ca.crt".to_string(), "PEM".to_string())].into()),
+        ..Default::default()
+    };
+    let _ = cms.create(&pp, &ca).await;
+    let settings = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("settings".into()),
+            ..Default::default()
+        },
+        data: Some([("level".to_string(), "debug".to_string())].into()),
+        ..Default::default()
+    };
+    cms.create(&pp, &settings).await.expect("configmap");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let container = Container {
+        name: "app".into(),
+        image: Some(BUSYBOX.into()),
+        env: Some(vec![EnvVar {
+            name: "LEVEL".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: "settings".into(),
+                    key: "level".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+        }]),
+        ..Default::default()
+    };
+    let pod = pods
+        .create(
+            &pp,
+            &Pod {
+                metadata: ObjectMeta {
+                    name: Some("web-0".into()),
+                    ..Default::default()
+                },
+                spec: Some(PodSpec {
+                    service_account_name: Some("builder".into()),
+                    containers: vec![container],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("pod");
+    let spec = pod.spec.clone().expect("spec");
+    let access = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name.starts_with("kube-api-access-"))
+        .expect("the admission plugin injected kube-api-access-…")
+        .name
+        .clone();
+    let root = tempfile::Builder::new()
+        .prefix("minik-test-kmod-")
+        .tempdir()
+        .expect("tmp");
+    let vm = VolumeManager::with_client(root.path(), client.clone());
+    let volumes = vm.setup(&pod).await.expect("setup");
+    let uid = pod.metadata.uid.clone().expect("uid");
+    let dir = vm.volume_dir(&uid, "projected", &access);
+    let token = std::fs::read_to_string(dir.join("token")).expect("token");
+    let claims = token.split('.').nth(1).expect("a JWT");
+    use base64::Engine as _;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .expect("base64"),
+    )
+    .expect("claims");
+    assert_eq!(
+        claims["sub"], "system:serviceaccount:kmod:builder",
+        "{claims}"
+    );
+    assert!(
+        claims.to_string().contains("web-0"),
+        "bound to the pod: {claims}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("namespace")).expect("ns"),
+        "kmod"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ca.crt")).expect("ca"),
+        "PEM"
+    );
+    let mounts = volumes.mounts_for(&spec.containers[0]).expect("mounts");
+    assert_eq!(
+        mounts[0].target.as_deref(),
+        Some("/var/run/secrets/kubernetes.io/serviceaccount")
+    );
+    assert_eq!(mounts[0].read_only, Some(true));
+
+    // A missing configMap through the real API.
+    let mut broken = pod.clone();
+    let mut v = volume("cfg");
+    v.config_map = Some(ConfigMapVolumeSource {
+        name: "missing".into(),
+        ..Default::default()
+    });
+    broken.spec.as_mut().expect("spec").volumes = Some(vec![v]);
+    assert_eq!(
+        vm.setup(&broken).await.expect_err("missing").to_string(),
+        "MountVolume.SetUp failed for volume \"cfg\" : configmap \"missing\" not found"
+    );
+
+    // The environment: configMapKeyRef and the kubernetes service's variables.
+    let source = KubeSource {
+        client: client.clone(),
+    };
+    let env = container_env(&source, &pod, &spec.containers[0], &EnvContext::default())
+        .await
+        .expect("env");
+    assert_eq!(env.get("LEVEL"), Some("debug"));
+    assert_eq!(env.get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+    assert_eq!(env.get("KUBERNETES_PORT_443_TCP_PROTO"), Some("tcp"));
+    vm.teardown(&uid).await.expect("teardown");
 }

@@ -19,6 +19,15 @@
 //!   cluster's images and loading `docker save` tarballs (what `kind load` and `minikube image load`
 //!   do; with a single engine "load" means "make sure the engine has it").
 //! - [`tar`]: the small ustar writer the build context is made with.
+//! - [`volumes`]: the volume manager — emptyDir, hostPath, configMap, secret, downwardAPI and
+//!   projected volumes (service-account tokens from the TokenRequest API, rotated) under
+//!   `<root>/pods/<uid>/volumes/…`, written with the kubelet's atomic writer, and the Docker
+//!   mounts of a container's volumeMounts.
+//! - [`env`]: a container's environment as the kubelet computes it (`$(VAR)` expansion,
+//!   downward API, configMap/secret refs, envFrom, service links), over a small [`env::ApiSource`]
+//!   trait.
+//! - [`prober`]: exec/httpGet/tcpSocket/grpc probes, the per-container probe workers
+//!   (thresholds, startup gating, `Unhealthy`/`Killing` events) and postStart/preStop handlers.
 //!
 //! The pods themselves (sandboxes, containers, volumes, probes, logs, exec) are still to come;
 //! until then `minik fake-kubelet` simulates nodes.

@@ -361,11 +361,15 @@ impl<S: ApiSource> VolumeManager<S> {
                 return Ok(HostVolume::Tmpfs { size_bytes });
             }
             let dir = self.volume_dir(uid, "empty-dir", &v.name);
-            std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
-                .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
-            if let Some(g) = fs_group {
-                set_volume_ownership(&dir, g, false);
+            // Set up once: later syncs leave the directory (and what the pod wrote) alone.
+            if !dir.is_dir() {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                    .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+                if let Some(g) = fs_group {
+                    set_volume_ownership(&dir, g, false);
+                }
             }
             return Ok(HostVolume::Bind {
                 path: dir,
