@@ -507,7 +507,7 @@ async fn probes_against_real_containers() {
     );
     assert_eq!(
         exec_probe(d, &bb, &ex("sleep 5"), Duration::from_secs(1)).await,
-        ProbeResult::Failure("command 'sh -c sleep 5' timed out".into())
+        ProbeResult::Failure("command \"sh -c sleep 5\" timed out".into())
     );
     let big = exec_probe(d, &bb, &ex("yes 0123456789 | head -c 20000; exit 1"), t).await;
     match big {
@@ -584,12 +584,12 @@ async fn probes_against_real_containers() {
         .expect("postStart ok");
     let (_, out) = exec_as(d, &bb, "0", "cat /hook").await;
     assert_eq!(out, "started\n");
-    let err = run_handler(&hook("echo oops; exit 1"), &target)
+    let err = run_handler(&hook("echo bad >&2; echo oops; exit 1"), &target)
         .await
         .expect_err("fails");
     assert_eq!(
         err,
-        "Exec lifecycle hook ([sh -c echo oops; exit 1]) for Container \"bb\" in Pod \"p_ns(u)\" failed - error: command 'sh -c echo oops; exit 1' exited with 1: , message: \"oops\\n\""
+        "Exec lifecycle hook ([sh -c echo bad >&2; echo oops; exit 1]) for Container \"bb\" in Pod \"p_ns(u)\" failed - error: command 'sh -c echo bad >&2; echo oops; exit 1' exited with 1: bad\n, message: \"oops\\nbad\\n\""
     );
     let http_hook = LifecycleHandler {
         http_get: Some(get(IntOrString::Int(8080), "/prestop")),

@@ -3,7 +3,8 @@
 //!
 //! **One probe** ([`run_probe`]): `exec` (a Docker exec in the container; exit code 0 is
 //! success; stdout and stderr together, at most 10 KiB, are the output an `Unhealthy` event
-//! shows; a timeout is a failure `command '…' timed out`), `httpGet` (HTTP or HTTPS without
+//! shows, stdout before stderr as the CRI returns them; a timeout is a failure `command "…"
+//! timed out`, and the timed-out process is left running, as with the CRI), `httpGet` (HTTP or HTTPS without
 //! certificate verification; host defaults to the pod IP; port by number or by the name of a
 //! container port; `httpHeaders`; `User-Agent: kube-probe/1.33` and `Accept: */*` unless
 //! given; 200–399 is success; redirects are followed while they stay on the same host, at most
@@ -164,7 +165,8 @@ pub async fn run_probe(probe: &Probe, target: &DockerProbeRunner<'_>) -> ProbeRe
 pub struct ExecOutput {
     /// The exit code (None when Docker did not report one).
     pub exit_code: Option<i64>,
-    /// stdout and stderr interleaved, at most `limit` bytes.
+    /// stdout followed by stderr (the CRI's ExecSync does not interleave them), at most
+    /// `limit` bytes.
     pub combined: Vec<u8>,
     /// stderr alone, at most `limit` bytes.
     pub stderr: Vec<u8>,
@@ -203,6 +205,7 @@ pub async fn exec_in_container(
         .await
         .map_err(|e| super::docker::message(&e))?;
     let mut out = ExecOutput::default();
+    let mut stdout = Vec::new();
     if let StartExecResults::Attached { mut output, .. } = started {
         while let Some(item) = output.next().await {
             let item = item.map_err(|e| super::docker::message(&e))?;
@@ -212,16 +215,15 @@ pub async fn exec_in_container(
                 | bollard::container::LogOutput::Console { message } => (message, false),
                 bollard::container::LogOutput::StdIn { .. } => continue,
             };
-            let room = limit.saturating_sub(out.combined.len());
-            out.combined
-                .extend_from_slice(&bytes[..bytes.len().min(room)]);
-            if is_err {
-                let room = limit.saturating_sub(out.stderr.len());
-                out.stderr
-                    .extend_from_slice(&bytes[..bytes.len().min(room)]);
-            }
+            let buf = if is_err { &mut out.stderr } else { &mut stdout };
+            let room = limit.saturating_sub(buf.len());
+            buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
     }
+    // As the CRI's ExecSync gives it: stdout, then stderr.
+    out.combined = stdout;
+    out.combined.extend_from_slice(&out.stderr);
+    out.combined.truncate(limit);
     // The exit code may lag the end of the stream a little.
     for _ in 0..50 {
         let info = docker
@@ -251,7 +253,7 @@ pub async fn exec_probe(
     )
     .await
     {
-        Err(_) => ProbeResult::Failure(format!("command '{}' timed out", cmd.join(" "))),
+        Err(_) => ProbeResult::Failure(format!("command {:?} timed out", cmd.join(" "))),
         Ok(Err(e)) => ProbeResult::Unknown(e),
         Ok(Ok(out)) => {
             let text = String::from_utf8_lossy(&out.combined).into_owned();
