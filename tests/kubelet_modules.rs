@@ -797,5 +797,43 @@ async fn api_backed_volumes_and_env_on_a_real_cluster() {
     assert_eq!(env.get("LEVEL"), Some("debug"));
     assert_eq!(env.get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
     assert_eq!(env.get("KUBERNETES_PORT_443_TCP_PROTO"), Some("tcp"));
+
+    // An HTTPS probe against the API server (its certificate is not verified, as the kubelet
+    // does not verify probe certificates): a TLS answer, success or a status code.
+    let kubeconfig =
+        Kubeconfig::read_from(lab.profile_dir("kmod").join("admin.conf")).expect("kubeconfig");
+    let url = kubeconfig
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.server.clone())
+        .expect("server URL");
+    let port: i32 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("a port in the server URL");
+    let https = HTTPGetAction {
+        path: Some("/livez".into()),
+        port: IntOrString::Int(port),
+        host: Some("127.0.0.1".into()),
+        scheme: Some("HTTPS".into()),
+        ..Default::default()
+    };
+    let r = http_probe(
+        &https,
+        &Container::default(),
+        "",
+        Duration::from_secs(3),
+        "kube-probe/1.33",
+    )
+    .await;
+    match &r {
+        ProbeResult::Success(body) => assert_eq!(body, "ok"),
+        ProbeResult::Failure(m) => {
+            assert!(m.starts_with("HTTP probe failed with statuscode: "), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
     vm.teardown(&uid).await.expect("teardown");
 }

@@ -20,7 +20,9 @@
 //!   top-level name is a symlink through `..data`. An update (a configMap edit, a token rotation)
 //!   therefore appears at once and whole in a running container; a re-sync with unchanged
 //!   content writes nothing. Modes: `defaultMode` (0644 when unset), a per-item `mode` wins.
-//!   These volumes are always mounted read-only, as the kubelet mounts them.
+//!   These volumes are always mounted read-only, as the kubelet mounts them. (The real kubelet
+//!   backs secret and token volumes with a tmpfs so they never touch a disk; minik writes them
+//!   to the root directory.)
 //! - **Tokens** come from the TokenRequest API bound to the pod (`boundObjectRef` kind Pod with
 //!   the pod's name and uid), with the source's audience and `expirationSeconds`; a cached token
 //!   is reused until 80% of its lifetime has passed or it is older than 24 h (the kubelet's token
@@ -332,6 +334,9 @@ impl<S: ApiSource> VolumeManager<S> {
             .and_then(|s| s.volumes.as_deref())
             .unwrap_or(&[]);
         for v in volumes {
+            if v.name.is_empty() || v.name.contains('/') || v.name == "." || v.name == ".." {
+                return Err(MountError::new(&v.name, "not a valid volume name"));
+            }
             let hv = self
                 .setup_volume(pod, uid, v)
                 .await
