@@ -6,10 +6,13 @@
 //! 1. the service environment variables of the pod's namespace (`enableServiceLinks`, default
 //!    true) and of `default/kubernetes` (always) are computed first; they are *visible* to
 //!    `$(VAR)` expansion but only *added* at the end, for names no other source defined;
-//! 2. `envFrom` (configMapRef / secretRef, with `prefix`); keys that are not valid environment
-//!    variable names (`[-._a-zA-Z][-._a-zA-Z0-9]*`) are skipped and reported by one
-//!    `InvalidEnvironmentVariableNames` warning event per source; a missing source is an error
-//!    unless `optional`;
+//! 2. `envFrom` (configMapRef / secretRef, with `prefix`); a missing source is an error unless
+//!    `optional`. Every key becomes a variable, as in kubelet 1.30+ (with relaxed
+//!    environment-variable validation the kubelet no longer filters names; configMap and secret
+//!    keys are `[-._a-zA-Z0-9]+`, which Docker accepts). With
+//!    [`EnvContext::strict_env_from_names`] the kubelet ≤ 1.29 behaviour instead: keys that are
+//!    not C-like names (`[-._a-zA-Z][-._a-zA-Z0-9]*`) are skipped and reported by one
+//!    `InvalidEnvironmentVariableNames` warning event per source;
 //! 3. `env` in order: `value` with `$(VAR)` expanded against the variables defined so far and the
 //!    service variables (`$$` is a literal `$`, an unknown `$(X)` stays as written); `valueFrom`
 //!    fieldRef / resourceFieldRef / configMapKeyRef / secretKeyRef (not expanded). A later
@@ -139,6 +142,10 @@ pub struct EnvContext {
     pub host_ips: Vec<String>,
     /// The node's `status.allocatable` (cpu, memory, ephemeral-storage, …).
     pub node_allocatable: BTreeMap<String, KQuantity>,
+    /// Skip envFrom keys that are not `[-._a-zA-Z][-._a-zA-Z0-9]*` with an
+    /// `InvalidEnvironmentVariableNames` event, as kubelets before 1.30 did (off: 1.33's
+    /// behaviour, every key is used).
+    pub strict_env_from_names: bool,
 }
 
 /// A warning event the kubelet records while computing the environment.
@@ -265,7 +272,8 @@ pub async fn container_env(
                 .iter()
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.clone()));
-            add_env_from(&mut out, prefix, pairs, "configMap", ns, &r.name);
+            let strict = ctx.strict_env_from_names;
+            add_env_from(&mut out, prefix, pairs, strict, ("configMap", ns, &r.name));
         }
         if let Some(r) = &from.secret_ref {
             let optional = r.optional.unwrap_or(false);
@@ -280,7 +288,8 @@ pub async fn container_env(
                 .iter()
                 .flatten()
                 .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()));
-            add_env_from(&mut out, prefix, pairs, "secret", ns, &r.name);
+            let strict = ctx.strict_env_from_names;
+            add_env_from(&mut out, prefix, pairs, strict, ("secret", ns, &r.name));
         }
     }
 
@@ -399,14 +408,13 @@ fn add_env_from(
     out: &mut ContainerEnv,
     prefix: &str,
     pairs: impl Iterator<Item = (String, String)>,
-    kind: &str,
-    ns: &str,
-    name: &str,
+    strict: bool,
+    (kind, ns, name): (&str, &str, &str),
 ) {
     let mut invalid = Vec::new();
     for (k, v) in pairs {
         let k = format!("{prefix}{k}");
-        if !is_env_var_name(&k) {
+        if strict && !is_env_var_name(&k) {
             invalid.push(k);
             continue;
         }
@@ -1124,7 +1132,6 @@ pub(crate) mod tests {
         );
         assert_eq!(env.get("LEVEL"), Some("info"));
         assert_eq!(env.get("ok.key"), Some("y"));
-        assert_eq!(env.get("1bad"), None);
         assert_eq!(env.get("POD"), Some("web-0"));
         assert_eq!(env.get("NS"), Some("ns"));
         assert_eq!(env.get("UID"), Some("uid-1234"));
@@ -1145,6 +1152,17 @@ pub(crate) mod tests {
         assert_eq!(env.get("EMPTY"), Some(""));
         assert_eq!(env.get("WEB_SERVICE_HOST"), Some("overridden"));
         assert_eq!(env.get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        // 1.33: every envFrom key is used, no event.
+        assert_eq!(env.get("1bad"), Some("x"));
+        assert!(env.events.is_empty());
+        // The kubelet ≤ 1.29: skipped with an event.
+        let strict = EnvContext {
+            strict_env_from_names: true,
+            ..ctx.clone()
+        };
+        let env = container_env(&src, &p, &c, &strict).await.expect("env");
+        assert_eq!(env.get("1bad"), None);
+        assert_eq!(env.get("ok.key"), Some("y"));
         assert_eq!(
             env.events,
             vec![EnvEvent {

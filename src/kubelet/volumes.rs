@@ -55,7 +55,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KQuantity;
 use parking_lot::Mutex;
 
 use super::env::{
-    ApiSource, KubeSource, container_resource_value, defaulted_container, metadata_field_value,
+    ApiSource, ContainerEnv, KubeSource, container_resource_value, defaulted_container, expand,
+    metadata_field_value,
 };
 use crate::scheduler::quantity::Quantity;
 
@@ -127,9 +128,22 @@ pub struct PodVolumes {
 
 impl PodVolumes {
     /// The Docker mounts for a container's `volumeMounts`: `subPath` (created when missing, and
-    /// refused when it leaves the volume through `..` or a symlink), `readOnly`;
-    /// `mountPropagation` is ignored.
+    /// refused when it leaves the volume through `..` or a symlink), `readOnly` (forced for
+    /// configMap, secret, downwardAPI and projected volumes); `mountPropagation` is ignored
+    /// (every mount is private). A `subPathExpr` needs the container's environment: see
+    /// [`PodVolumes::mounts_for_env`]; here it may use no variables.
     pub fn mounts_for(&self, container: &Container) -> Result<Vec<Mount>, MountsError> {
+        self.mounts_for_env(container, &ContainerEnv::default())
+    }
+
+    /// [`PodVolumes::mounts_for`] with `subPathExpr` expanded from the container's
+    /// environment (`$(VAR)`; an unset or empty variable is the kubelet's error `missing value
+    /// for VAR`).
+    pub fn mounts_for_env(
+        &self,
+        container: &Container,
+        env: &ContainerEnv,
+    ) -> Result<Vec<Mount>, MountsError> {
         let mut out = Vec::new();
         for m in container.volume_mounts.iter().flatten() {
             let Some(vol) = self.volumes.get(&m.name) else {
@@ -138,11 +152,14 @@ impl PodVolumes {
                     m.name, container.name
                 )));
             };
-            let sub = m
-                .sub_path
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .or(m.sub_path_expr.as_deref().filter(|s| !s.is_empty()));
+            let expanded;
+            let sub = match m.sub_path_expr.as_deref().filter(|s| !s.is_empty()) {
+                Some(expr) => {
+                    expanded = expand_sub_path_expr(expr, env)?;
+                    Some(expanded.as_str())
+                }
+                None => m.sub_path.as_deref().filter(|s| !s.is_empty()),
+            };
             let mount_ro = m.read_only.unwrap_or(false);
             match vol {
                 HostVolume::Tmpfs { size_bytes } => {
@@ -169,10 +186,22 @@ impl PodVolumes {
                     let source = match sub {
                         None => path.clone(),
                         Some(sub) => subpath(path, sub).map_err(|e| {
-                            MountsError(format!(
-                                "failed to prepare subPath for volumeMount {:?} of container {:?}: {e}",
-                                m.name, container.name
-                            ))
+                            MountsError(match e {
+                                SubpathError::Absolute => {
+                                    format!("error SubPath `{sub}` must not be an absolute path")
+                                }
+                                SubpathError::Backsteps => format!(
+                                    "unable to provision SubPath `{sub}`: must not contain '..'"
+                                ),
+                                SubpathError::Create => format!(
+                                    "failed to create subPath directory for volumeMount {:?} of container {:?}",
+                                    m.name, container.name
+                                ),
+                                SubpathError::Prepare => format!(
+                                    "failed to prepare subPath for volumeMount {:?} of container {:?}",
+                                    m.name, container.name
+                                ),
+                            })
                         })?,
                     };
                     out.push(Mount {
@@ -189,34 +218,67 @@ impl PodVolumes {
     }
 }
 
-/// `volume/sub`, made when missing (with the volume directory's mode), refused when it is
-/// absolute, has `..`, or resolves outside the volume.
-fn subpath(volume: &Path, sub: &str) -> Result<PathBuf, String> {
+enum SubpathError {
+    Absolute,
+    Backsteps,
+    Create,
+    Prepare,
+}
+
+/// `volume/sub`, resolved inside the volume: missing directories are made (with the volume
+/// directory's mode, one at a time so a symlink can't redirect the creation), and a path that
+/// leaves the volume through a symlink is refused.
+fn subpath(volume: &Path, sub: &str) -> Result<PathBuf, SubpathError> {
     let rel = Path::new(sub);
     if rel.is_absolute() {
-        return Err(format!("subPath {sub:?} must be a relative path"));
+        return Err(SubpathError::Absolute);
     }
     if rel.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(format!("subPath {sub:?} must not contain '..'"));
+        return Err(SubpathError::Backsteps);
     }
-    let full = volume.join(rel);
-    if std::fs::symlink_metadata(&full).is_err() {
-        let mode = std::fs::metadata(volume)
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o755);
-        std::fs::create_dir_all(&full).map_err(|e| format!("creating {}: {e}", full.display()))?;
-        let _ = std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode));
+    let base = std::fs::canonicalize(volume).map_err(|_| SubpathError::Prepare)?;
+    let mode = std::fs::metadata(&base)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o755);
+    let mut cur = base.clone();
+    for c in rel.components() {
+        let Component::Normal(name) = c else {
+            continue;
+        };
+        let next = cur.join(name);
+        if std::fs::symlink_metadata(&next).is_ok() {
+            let real = std::fs::canonicalize(&next).map_err(|_| SubpathError::Prepare)?;
+            if !real.starts_with(&base) {
+                return Err(SubpathError::Prepare);
+            }
+            cur = real;
+        } else {
+            std::fs::create_dir(&next).map_err(|_| SubpathError::Create)?;
+            let _ = std::fs::set_permissions(&next, std::fs::Permissions::from_mode(mode));
+            cur = next;
+        }
     }
-    let base = std::fs::canonicalize(volume).map_err(|e| format!("{}: {e}", volume.display()))?;
-    let real = std::fs::canonicalize(&full).map_err(|e| format!("{}: {e}", full.display()))?;
-    if !real.starts_with(&base) {
-        return Err(format!(
-            "subpath {:?} not within volume path {:?}",
-            real.display().to_string(),
-            base.display().to_string()
-        ));
+    Ok(cur)
+}
+
+fn expand_sub_path_expr(expr: &str, env: &ContainerEnv) -> Result<String, MountsError> {
+    let missing = std::cell::RefCell::new(BTreeSet::new());
+    let out = expand(expr, |name| match env.get(name).filter(|v| !v.is_empty()) {
+        Some(v) => Some(v.to_string()),
+        None => {
+            missing.borrow_mut().insert(name.to_string());
+            Some(String::new())
+        }
+    });
+    let missing = missing.into_inner();
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(MountsError(format!(
+            "missing value for {}",
+            missing.into_iter().collect::<Vec<_>>().join(", ")
+        )))
     }
-    Ok(real)
 }
 
 /// Seconds since the Unix epoch; injectable for tests of token rotation.
@@ -1499,10 +1561,49 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert!(pv.mounts_for(&bad("../escape")).is_err());
-        std::os::unix::fs::symlink("/etc", sdir.join("evil")).expect("symlink");
-        let err = pv.mounts_for(&bad("evil")).expect_err("escape");
-        assert!(err.0.contains("not within volume path"), "{err}");
+        assert_eq!(
+            pv.mounts_for(&bad("../escape")).expect_err("..").0,
+            "unable to provision SubPath `../escape`: must not contain '..'"
+        );
+        assert_eq!(
+            pv.mounts_for(&bad("/abs")).expect_err("abs").0,
+            "error SubPath `/abs` must not be an absolute path"
+        );
+        let outside = tempfile::tempdir().expect("outside");
+        std::os::unix::fs::symlink(outside.path(), sdir.join("evil")).expect("symlink");
+        for sub in ["evil", "evil/made"] {
+            let err = pv.mounts_for(&bad(sub)).expect_err("escape");
+            assert_eq!(
+                err.0,
+                "failed to prepare subPath for volumeMount \"scratch\" of container \"app\""
+            );
+        }
+        assert!(
+            !outside.path().join("made").exists(),
+            "nothing is created through a symlink"
+        );
+        // subPathExpr from the container's environment.
+        let mut expr = bad("unused");
+        if let Some(m) = expr.volume_mounts.as_mut().and_then(|m| m.first_mut()) {
+            m.sub_path = None;
+            m.sub_path_expr = Some("logs/$(POD_NAME)".into());
+        }
+        let env = ContainerEnv {
+            vars: vec![("POD_NAME".into(), "web-0".into())],
+            events: vec![],
+        };
+        let ms = pv.mounts_for_env(&expr, &env).expect("expr");
+        assert!(
+            ms[0]
+                .source
+                .as_deref()
+                .is_some_and(|s| s.ends_with("/logs/web-0")),
+            "{ms:?}"
+        );
+        assert_eq!(
+            pv.mounts_for(&expr).expect_err("no env").0,
+            "missing value for POD_NAME"
+        );
         let none = Container {
             name: "app".into(),
             volume_mounts: Some(vec![VolumeMount {
