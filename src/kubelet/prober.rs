@@ -1023,8 +1023,9 @@ impl ContainerProbes {
             return events;
         }
         let name = self.name.clone();
+        let started = self.started();
         if let Some(w) = self.startup.as_mut() {
-            events.extend(w.tick(now, false, runner, &name).await);
+            events.extend(w.tick(now, started, runner, &name).await);
         }
         let started = self.started();
         if let Some(w) = self.liveness.as_mut() {
@@ -1329,13 +1330,18 @@ mod tests {
         );
         cp.tick(at(11), &s).await;
         assert!(cp.ready());
-        // One readiness failure (threshold 1): not ready; the startup probe is not run again.
+        // Started: the startup probe is not run again (a scripted failure stays unused).
+        assert_eq!(cp.startup.as_ref().and_then(|w| w.next_due(true)), None);
+        s.push(ProbeKind::Startup, fail("never run"));
+        // One readiness failure (threshold 1): not ready.
         s.push(ProbeKind::Readiness, fail("busy"));
         let ev = cp.tick(at(12), &s).await;
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].message, "Readiness probe failed: busy");
         assert!(!cp.ready() && cp.started());
         assert_eq!(cp.liveness(), Verdict::Success);
+        assert_eq!(cp.startup(), Verdict::Success);
+        s.0.lock().expect("lock").clear();
         // A startup probe that fails its threshold kills.
         let mut cp2 = ContainerProbes::new(&c, Some("OnFailure"));
         cp2.container_started(t0);
