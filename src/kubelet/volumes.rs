@@ -1457,6 +1457,24 @@ mod tests {
             first
         );
 
+        // Every container runs as 1000 (the fsUser): the token is 0600 and owned by 1000.
+        let mut as_user = with_volumes(vec![access_volume()]);
+        as_user.metadata.uid = Some("uid-user".into());
+        as_user.spec.as_mut().expect("spec").security_context = Some(PodSecurityContext {
+            run_as_user: Some(1000),
+            ..Default::default()
+        });
+        vm.setup(&as_user).await.expect("fsUser");
+        let token = vm
+            .volume_dir("uid-user", "projected", "kube-api-access-abcde")
+            .join("token");
+        assert_eq!(mode(&token), 0o600);
+        assert_eq!(mode(&token.with_file_name("ca.crt")), 0o644);
+        if nix_is_root() {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(std::fs::metadata(&token).expect("stat").uid(), 1000);
+        }
+
         // No root CA configMap: the real error.
         let vm2 = VolumeManager::new(root.path(), FakeSource::default());
         let err = vm2.setup(&p).await.expect_err("no ca");
