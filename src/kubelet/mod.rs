@@ -23,11 +23,32 @@
 //!   projected volumes (service-account tokens from the TokenRequest API, rotated) under
 //!   `<root>/pods/<uid>/volumes/…`, written with the kubelet's atomic writer, and the Docker
 //!   mounts of a container's volumeMounts.
-//! - [`env`]: a container's environment as the kubelet computes it (`$(VAR)` expansion,
+//! - [`env`](mod@env): a container's environment as the kubelet computes it (`$(VAR)` expansion,
 //!   downward API, configMap/secret refs, envFrom, service links), over a small [`env::ApiSource`]
 //!   trait.
 //! - [`prober`]: exec/httpGet/tcpSocket/grpc probes, the per-container probe workers
 //!   (thresholds, startup gating, `Unhealthy`/`Killing` events) and postStart/preStop handlers.
+//!
+//! How a pod worker uses the last three on each sync of a pod:
+//!
+//! ```text
+//! volumes = volume_manager.setup(&pod)            // Err(e): event FailedMount e.to_string(),
+//!                                                 //   containers stay Waiting/ContainerCreating
+//! for each container to start:
+//!     env    = env::container_env(&source, &pod, &c, &ctx)   // Err(e): Waiting, reason
+//!                                                 //   CreateContainerConfigError, message e; record env.events
+//!     mounts = volumes.mounts_for_env(&c, &env)   // Err(e): same reason
+//!     create with env.docker_env(), mounts, GroupAdd = [fsGroup, supplementalGroups…]; start
+//!     prober::run_handler(postStart) — Err(msg): event FailedPostStartHook msg, kill the container
+//!     probes[c].container_started(Instant::now())
+//! every ~second: events = probes[c].tick(Instant::now(), &DockerProbeRunner{…});
+//!     record them; a Killing event → stop (preStop first) and restart the container;
+//!     status: started = probes[c].started(), ready = probes[c].ready()
+//! pod gone: volume_manager.teardown(uid); now and then volume_manager.cleanup(&live_uids)
+//! ```
+//!
+//! Call `setup` again at least every minute (the kubelet resyncs every 60–90 s): that is when
+//! configMap/secret edits and token rotations reach the running containers.
 //!
 //! The pods themselves (sandboxes, containers, volumes, probes, logs, exec) are still to come;
 //! until then `minik fake-kubelet` simulates nodes.
