@@ -312,6 +312,13 @@ async fn volumes_seen_from_inside_a_container() {
     });
     let mut scratch = volume("scratch");
     scratch.empty_dir = Some(EmptyDirVolumeSource::default());
+    let mut mem = volume("mem");
+    mem.empty_dir = Some(EmptyDirVolumeSource {
+        medium: Some("Memory".into()),
+        size_limit: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+            "16Mi".into(),
+        )),
+    });
     let container = Container {
         name: "app".into(),
         volume_mounts: Some(vec![
@@ -320,6 +327,7 @@ async fn volumes_seen_from_inside_a_container() {
             mount("sec", "/secrets", None),
             mount("info", "/etc/podinfo", None),
             mount("scratch", "/scratch", None),
+            mount("mem", "/mem", None),
         ]),
         ..Default::default()
     };
@@ -338,7 +346,7 @@ async fn volumes_seen_from_inside_a_container() {
         },
         spec: Some(PodSpec {
             containers: vec![container.clone()],
-            volumes: Some(vec![cfg, sec, info, scratch]),
+            volumes: Some(vec![cfg, sec, info, scratch, mem]),
             security_context: Some(PodSecurityContext {
                 fs_group: Some(2000),
                 ..Default::default()
@@ -397,6 +405,15 @@ async fn volumes_seen_from_inside_a_container() {
     )
     .await;
     assert_eq!((code, out.as_str()), (0, "hi\n2777\n"));
+    // The Memory emptyDir is a tmpfs of sizeLimit, writable by the container user.
+    let (code, out) = exec_as(
+        d,
+        &id,
+        "1000:3000",
+        "echo m > /mem/f && grep ' /mem ' /proc/mounts | cut -d' ' -f1,3 && df -k /mem | tail -1 | tr -s ' ' | cut -d' ' -f2",
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "tmpfs tmpfs\n16384\n"));
     // Read-only mounts.
     let (code, _) = exec_as(d, &id, "0", "touch /etc/app/new").await;
     assert_ne!(code, 0, "a configMap volume is mounted read-only");

@@ -12,7 +12,8 @@
 //!   containers of a pod, and subPath is refused on it.
 //! - **hostPath**: the `type` check of the real plugin with its wording (`hostPath type check
 //!   failed: /x is not a directory`); `DirectoryOrCreate` makes the directory (0755),
-//!   `FileOrCreate` the file (0644, parents 0755).
+//!   `FileOrCreate` the file (0644, parents 0755); without a type a missing path is made a
+//!   directory, as the container runtime does for a missing bind source.
 //! - **configMap**, **secret**, **downwardAPI**, **projected** (configMap, secret, downwardAPI
 //!   and serviceAccountToken sources; clusterTrustBundle is skipped): the files are written with
 //!   the kubelet's atomic writer ([`AtomicWriter`]): the data lives in a `..<timestamp>`
@@ -445,7 +446,14 @@ impl<S: ApiSource> VolumeManager<S> {
         }
         if let Some(h) = &v.host_path {
             let path = PathBuf::from(&h.path);
-            check_host_path_type(&path, h.type_.as_deref().unwrap_or(""))?;
+            let ty = h.type_.as_deref().unwrap_or("");
+            check_host_path_type(&path, ty)?;
+            if ty.is_empty() && std::fs::symlink_metadata(&path).is_err() {
+                // No type check: a missing path becomes a directory, as the container runtime
+                // (containerd's CRI, dockershim's binds) makes a missing bind-mount source.
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| format!("mkdir {}: {e}", path.display()))?;
+            }
             return Ok(HostVolume::Bind {
                 path,
                 read_only: false,
@@ -1518,12 +1526,18 @@ mod tests {
             path: host.path().join("made").to_string_lossy().into_owned(),
             type_: Some("DirectoryOrCreate".into()),
         });
-        let mut p = with_volumes(vec![scratch, mem, hp]);
+        let mut untyped = vol("untyped");
+        untyped.host_path = Some(HostPathVolumeSource {
+            path: host.path().join("plain/dir").to_string_lossy().into_owned(),
+            type_: None,
+        });
+        let mut p = with_volumes(vec![scratch, mem, hp, untyped]);
         let vm = VolumeManager::new(root.path(), FakeSource::default());
         let pv = vm.setup(&p).await.expect("setup");
         let sdir = vm.volume_dir("uid-1234", "empty-dir", "scratch");
         assert_eq!(mode(&sdir), 0o777);
         assert!(host.path().join("made").is_dir());
+        assert!(host.path().join("plain/dir").is_dir());
         assert_eq!(
             pv.volumes["mem"],
             HostVolume::Tmpfs {
