@@ -29,9 +29,12 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 use tokio::sync::{Notify, watch};
 
+use super::env::{self, EnvContext, KubeSource};
 use super::events::{Recorder, Type};
+use super::prober::{self, ContainerProbes, DockerProbeRunner, HandlerTarget};
 use super::runtime::{ContainerConfig, ContainerInfo, Kind, PodRef, Runtime, State};
 use super::status::{self, Waiting};
+use super::volumes::{PodVolumes, VolumeManager};
 use crate::scheduler::quantity;
 
 /// The first restart delay, doubled per crash up to [`MAX_BACKOFF`].
@@ -42,6 +45,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// A pod with nothing to wait for is synced again after this long.
 const RESYNC: Duration = Duration::from_secs(10);
+/// How often volumes are set up again (configMap edits, token rotation reach the containers).
+const VOLUME_RESYNC: Duration = Duration::from_secs(60);
 
 /// What every worker shares: the node, its runtime, the API.
 pub struct Shared {
@@ -51,6 +56,13 @@ pub struct Shared {
     pub node: String,
     pub host_ip: String,
     pub pause_image: String,
+    /// Pod volumes under the kubelet's root directory.
+    pub volumes: VolumeManager,
+    /// ConfigMaps, Secrets, Services and tokens for env and volumes.
+    pub source: KubeSource,
+    /// The node's allocatable (limits default to it in the downward API).
+    pub allocatable:
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
 
 /// A back-off: the delay to wait after `since` before trying again.
@@ -91,6 +103,10 @@ struct Memory {
     sent: Option<Value>,
     /// The sandbox's IP.
     pod_ip: Option<String>,
+    /// The pod's volumes, set up (again) at most every [`VOLUME_RESYNC`].
+    vols: Option<(PodVolumes, Instant)>,
+    /// The probe workers per container name, with the Docker container they probe.
+    probes: HashMap<String, (String, ContainerProbes)>,
     start_time: Option<String>,
 }
 
@@ -345,6 +361,26 @@ async fn sync(shared: &Shared, pod: &Pod, mem: &mut Memory) -> anyhow::Result<Ne
         rt.stop(&c.id, 0).await?;
     }
 
+    // Volumes before any container: a missing configMap or secret keeps them waiting.
+    let fresh = mem
+        .vols
+        .as_ref()
+        .is_some_and(|(_, at)| at.elapsed() < VOLUME_RESYNC);
+    if !fresh {
+        match shared.volumes.setup(pod).await {
+            Ok(v) => mem.vols = Some((v, Instant::now())),
+            Err(e) => {
+                shared
+                    .recorder
+                    .pod(pod, None, Type::Warning, "FailedMount", e.to_string());
+                if mem.vols.is_none() {
+                    report(shared, pod, mem, &cs, None).await?;
+                    return Ok(Next::After(Duration::from_secs(2)));
+                }
+            }
+        }
+    }
+
     let now = Instant::now();
     let mut wake = RESYNC;
     let mut note_wake = |at: Instant| {
@@ -401,6 +437,9 @@ async fn sync(shared: &Shared, pod: &Pod, mem: &mut Memory) -> anyhow::Result<Ne
                     start_container(shared, pod, c, 0, &sandbox, mem).await;
                 }
                 Some(cur) if cur.running() => {
+                    if let Some(at) = probe(shared, pod, c, &cur, mem, restart_policy).await? {
+                        note_wake(at);
+                    }
                     if cur.hash != container_hash(c) {
                         shared.recorder.pod(
                             pod,
@@ -649,13 +688,7 @@ async fn ensure_image(shared: &Shared, pod: &Pod, c: &Container, mem: &mut Memor
 }
 
 /// The Docker configuration of a container spec.
-fn container_config(
-    shared: &Shared,
-    pod: &Pod,
-    c: &Container,
-    attempt: u32,
-    pod_ip: &str,
-) -> ContainerConfig {
+fn container_config(pod: &Pod, c: &Container, attempt: u32) -> ContainerConfig {
     let spec = pod.spec.as_ref();
     let res = c.resources.clone().unwrap_or_default();
     let limits = res.limits.unwrap_or_default();
@@ -693,7 +726,7 @@ fn container_config(
                 .filter(|v| !v.is_empty())
                 .map(|_| Vec::new())
         }),
-        env: simple_env(shared, pod, c, pod_ip),
+        env: Vec::new(),
         working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
         user,
         tty: c.tty.unwrap_or(false),
@@ -714,73 +747,18 @@ fn container_config(
         },
         cap_add: caps.add.unwrap_or_default(),
         cap_drop: caps.drop.unwrap_or_default(),
+        // fsGroup and supplementalGroups join the container's groups (volume files are
+        // group-owned by fsGroup).
+        group_add: psc
+            .fs_group
+            .into_iter()
+            .chain(psc.supplemental_groups.clone().unwrap_or_default())
+            .map(|g| g.to_string())
+            .collect(),
         privileged: sc.privileged.unwrap_or(false),
         read_only_root: sc.read_only_root_filesystem.unwrap_or(false),
         stop_signal: None,
     }
-}
-
-/// Plain `env` values with `$(VAR)` references to earlier ones, and the pod's own fields.
-fn simple_env(shared: &Shared, pod: &Pod, c: &Container, pod_ip: &str) -> Vec<String> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for e in c.env.iter().flatten() {
-        let value = if let Some(v) = &e.value {
-            expand(v, &out)
-        } else if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
-            match f.field_path.as_str() {
-                "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
-                "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
-                "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
-                "spec.nodeName" => shared.node.clone(),
-                "spec.serviceAccountName" => pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.service_account_name.clone())
-                    .unwrap_or_default(),
-                "status.podIP" | "status.podIPs" => pod_ip.to_string(),
-                "status.hostIP" | "status.hostIPs" => shared.host_ip.clone(),
-                _ => String::new(),
-            }
-        } else {
-            String::new()
-        };
-        out.retain(|(k, _)| *k != e.name);
-        out.push((e.name.clone(), value));
-    }
-    out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
-/// `$(VAR)` expansion as the kubelet does it: defined variables are replaced, `$$` is a `$`,
-/// an undefined reference stays as written.
-pub fn expand(s: &str, vars: &[(String, String)]) -> String {
-    let mut out = String::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'$' && i + 1 < b.len() {
-            if b[i + 1] == b'$' {
-                out.push('$');
-                i += 2;
-                continue;
-            }
-            if b[i + 1] == b'('
-                && let Some(end) = s[i + 2..].find(')')
-            {
-                let name = &s[i + 2..i + 2 + end];
-                if let Some((_, v)) = vars.iter().rev().find(|(k, _)| k == name) {
-                    out.push_str(v);
-                } else {
-                    out.push_str(&s[i..i + 3 + end]);
-                }
-                i += 3 + end;
-                continue;
-            }
-        }
-        let ch = s[i..].chars().next().unwrap_or('$');
-        out.push(ch);
-        i += ch.len_utf8();
-    }
-    out
 }
 
 /// Pulls (per policy), creates and starts one container; failures become its waiting reason
@@ -797,8 +775,55 @@ async fn start_container(
         return;
     }
     let rt = &shared.runtime;
-    let pod_ip = mem.pod_ip.clone().unwrap_or_default();
-    let cfg = container_config(shared, pod, c, attempt, &pod_ip);
+    let ctx = EnvContext {
+        pod_ip: mem.pod_ip.clone(),
+        pod_ips: Vec::new(),
+        host_ip: Some(shared.host_ip.clone()),
+        host_ips: Vec::new(),
+        node_allocatable: shared.allocatable.clone(),
+        strict_env_from_names: false,
+    };
+    let config_error = |mem: &mut Memory, msg: String| {
+        shared.recorder.pod(
+            pod,
+            Some(&c.name),
+            Type::Warning,
+            "Failed",
+            format!("Error: {msg}"),
+        );
+        mem.waiting.insert(
+            c.name.clone(),
+            Waiting {
+                reason: env::EnvError::REASON.into(),
+                message: msg,
+            },
+        );
+    };
+    let environment = match env::container_env(&shared.source, pod, c, &ctx).await {
+        Ok(e) => e,
+        Err(e) => return config_error(mem, e.to_string()),
+    };
+    for ev in &environment.events {
+        shared.recorder.pod(
+            pod,
+            Some(&c.name),
+            Type::Warning,
+            &ev.reason,
+            ev.message.clone(),
+        );
+    }
+    let mounts = match mem
+        .vols
+        .as_ref()
+        .map(|(v, _)| v.mounts_for_env(c, &environment))
+    {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => return config_error(mem, e.to_string()),
+        None => Vec::new(),
+    };
+    let mut cfg = container_config(pod, c, attempt);
+    cfg.env = environment.docker_env();
+    cfg.mounts = mounts;
     let id = match rt.create_container(&pod_ref(pod), &sandbox.id, cfg).await {
         Ok(id) => id,
         Err(e) => {
@@ -835,6 +860,10 @@ async fn start_container(
     match rt.start(&id).await {
         Ok(()) => {
             mem.waiting.remove(&c.name);
+            let restart_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
+            let mut probes = ContainerProbes::new(c, restart_policy);
+            probes.container_started(Instant::now());
+            mem.probes.insert(c.name.clone(), (id.clone(), probes));
             shared.recorder.pod(
                 pod,
                 Some(&c.name),
@@ -842,6 +871,26 @@ async fn start_container(
                 "Started",
                 format!("Started container {}", c.name),
             );
+            if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+                let target = HandlerTarget {
+                    docker: &rt.engine.docker,
+                    container_id: &id,
+                    pod_ip: &pod_ip_for_hooks(mem),
+                    pod,
+                    container: c,
+                };
+                if let Err(msg) = prober::run_handler(hook, &target).await {
+                    shared.recorder.pod(
+                        pod,
+                        Some(&c.name),
+                        Type::Warning,
+                        prober::FAILED_POST_START_HOOK,
+                        msg,
+                    );
+                    // The kubelet kills a container whose postStart hook failed.
+                    let _ = rt.stop(&id, grace_seconds(pod)).await;
+                }
+            }
         }
         Err(e) => {
             let msg = format!("{e:#}");
@@ -865,6 +914,104 @@ async fn start_container(
             );
         }
     }
+}
+
+fn pod_ip_for_hooks(mem: &Memory) -> String {
+    mem.pod_ip.clone().unwrap_or_default()
+}
+
+/// Runs the due probes of a running container; a failed liveness (or startup) probe stops it
+/// (preStop first) so that it is restarted. Returns when the next probe is due.
+async fn probe(
+    shared: &Shared,
+    pod: &Pod,
+    c: &Container,
+    cur: &ContainerInfo,
+    mem: &mut Memory,
+    restart_policy: &str,
+) -> anyhow::Result<Option<Instant>> {
+    if c.liveness_probe.is_none() && c.readiness_probe.is_none() && c.startup_probe.is_none() {
+        return Ok(None);
+    }
+    // A container this worker did not start (adopted after a kubelet restart): new workers.
+    if mem.probes.get(&c.name).is_none_or(|(id, _)| *id != cur.id) {
+        let mut p = ContainerProbes::new(c, Some(restart_policy));
+        p.container_started(Instant::now());
+        mem.probes.insert(c.name.clone(), (cur.id.clone(), p));
+    }
+    let pod_ip = mem.pod_ip.clone().unwrap_or_default();
+    let Some((_, probes)) = mem.probes.get_mut(&c.name) else {
+        return Ok(None);
+    };
+    let runner = DockerProbeRunner {
+        docker: &shared.runtime.engine.docker,
+        container_id: &cur.id,
+        pod_ip: &pod_ip,
+        container: c,
+    };
+    let events = probes.tick(Instant::now(), &runner).await;
+    let kill = probes.needs_kill().is_some();
+    let next = probes.next_due();
+    for ev in events {
+        let t = if ev.type_ == "Warning" {
+            Type::Warning
+        } else {
+            Type::Normal
+        };
+        shared
+            .recorder
+            .pod(pod, Some(&ev.container), t, ev.reason, ev.message);
+    }
+    if kill {
+        stop_container(shared, pod, c, &cur.id).await?;
+        if let Some((_, p)) = mem.probes.get_mut(&c.name) {
+            p.container_stopped();
+        }
+    }
+    Ok(next)
+}
+
+/// Stops one container as the kubelet kills it: its preStop hook (bounded by the grace
+/// period), then SIGTERM and SIGKILL after what is left of the grace period.
+async fn stop_container(shared: &Shared, pod: &Pod, c: &Container, id: &str) -> anyhow::Result<()> {
+    let grace = grace_seconds(pod);
+    let started = Instant::now();
+    if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+        let pod_ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_default();
+        let target = HandlerTarget {
+            docker: &shared.runtime.engine.docker,
+            container_id: id,
+            pod_ip: &pod_ip,
+            pod,
+            container: c,
+        };
+        let limit = Duration::from_secs(grace.max(0) as u64);
+        match tokio::time::timeout(limit, prober::run_handler(hook, &target)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => shared.recorder.pod(
+                pod,
+                Some(&c.name),
+                Type::Warning,
+                prober::FAILED_PRE_STOP_HOOK,
+                msg,
+            ),
+            Err(_) => shared.recorder.pod(
+                pod,
+                Some(&c.name),
+                Type::Warning,
+                prober::FAILED_PRE_STOP_HOOK,
+                format!(
+                    "PreStopHook failed: the hook did not finish within the {grace}s grace period"
+                ),
+            ),
+        }
+    }
+    let left = grace - started.elapsed().as_secs() as i64;
+    shared.runtime.stop(id, left.max(0)).await
 }
 
 /// Computes the status and patches it when it changed.
@@ -901,9 +1048,15 @@ async fn report(
             });
         }
         let running = cur.is_some_and(|c| c.running());
-        // Readiness probes come with the prober; a running container without one is ready.
-        let ready = running && c.readiness_probe.is_none();
-        status::container_status(c, cur, prev, w.as_ref(), ready, running)
+        let probes = cur.and_then(|cur| {
+            mem.probes
+                .get(&c.name)
+                .filter(|(id, _)| *id == cur.id)
+                .map(|(_, p)| p)
+        });
+        let ready = running && probes.map_or(c.readiness_probe.is_none(), |p| p.ready());
+        let started = running && probes.is_none_or(|p| p.started());
+        status::container_status(c, cur, prev, w.as_ref(), ready, started)
     };
     let init_statuses: Vec<Value> = spec
         .init_containers
@@ -1027,6 +1180,17 @@ async fn kill_and_remove(
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let cs = rt.pod_containers(&uid).await?;
     let grace = grace_seconds(pod);
+    let specs: Vec<Container> = pod
+        .spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     let mut stops = Vec::new();
     for c in cs
         .iter()
@@ -1039,7 +1203,12 @@ async fn kill_and_remove(
             "Killing",
             format!("Stopping container {}", c.name),
         );
-        stops.push(rt.stop(&c.id, grace));
+        match specs.iter().find(|s| s.name == c.name) {
+            Some(spec) => stops.push(futures_util::future::Either::Left(stop_container(
+                shared, pod, spec, &c.id,
+            ))),
+            None => stops.push(futures_util::future::Either::Right(rt.stop(&c.id, grace))),
+        }
     }
     for r in futures_util::future::join_all(stops).await {
         r?;
@@ -1055,6 +1224,10 @@ async fn kill_and_remove(
         rt.remove(&s.id).await?;
     }
     mem.pod_ip = None;
+    mem.probes.clear();
+    if let Err(e) = shared.volumes.teardown(&uid).await {
+        tracing::warn!(pod = %key(pod), "removing the pod's volumes: {e}");
+    }
     if delete {
         let api: Api<Pod> = Api::namespaced(
             shared.client.clone(),
@@ -1097,19 +1270,6 @@ mod tests {
             seen.push(b.delay.as_secs());
         }
         assert_eq!(seen, vec![10, 20, 40, 80, 160, 300, 300, 300]);
-    }
-
-    #[test]
-    fn env_expansion_is_the_kubelets() {
-        let vars = vec![
-            ("A".to_string(), "x".to_string()),
-            ("B".to_string(), "y".to_string()),
-        ];
-        assert_eq!(expand("$(A)-$(B)", &vars), "x-y");
-        assert_eq!(expand("$$(A)", &vars), "$(A)");
-        assert_eq!(expand("$(C)", &vars), "$(C)");
-        assert_eq!(expand("a$b$", &vars), "a$b$");
-        assert_eq!(expand("é$(A", &vars), "é$(A");
     }
 
     #[test]

@@ -154,6 +154,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         });
     }
 
+    let allocatable: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity> =
+        spec.capacity
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.clone()),
+                )
+            })
+            .collect();
     let shared = Arc::new(Shared {
         client: client.clone(),
         runtime: runtime.clone(),
@@ -161,6 +171,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         node: spec.name.clone(),
         host_ip: opts.address.clone(),
         pause_image: opts.pause_image.clone(),
+        volumes: super::volumes::VolumeManager::with_client(&opts.root_dir, client.clone())
+            .with_node_allocatable(allocatable.clone()),
+        source: super::env::KubeSource {
+            client: client.clone(),
+        },
+        allocatable,
     });
     let manager = Arc::new(Manager {
         shared,
@@ -284,6 +300,10 @@ impl Manager {
                     }
                 }
                 Err(e) => tracing::warn!("housekeeping: {e:#}"),
+            }
+            let live: HashSet<String> = self.workers.lock().keys().cloned().collect();
+            for uid in self.shared.volumes.cleanup(&live).await {
+                tracing::info!(uid, "removed the volumes of a pod that is gone");
             }
             tokio::time::sleep(Duration::from_secs(10)).await;
         }

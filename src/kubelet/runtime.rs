@@ -179,6 +179,7 @@ pub struct ContainerConfig {
     pub oom_score_adj: Option<i64>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    pub group_add: Vec<String>,
     pub privileged: bool,
     pub read_only_root: bool,
     pub stop_signal: Option<String>,
@@ -614,6 +615,7 @@ impl Runtime {
                 oom_score_adj: c.oom_score_adj,
                 cap_add: (!c.cap_add.is_empty()).then_some(c.cap_add),
                 cap_drop: (!c.cap_drop.is_empty()).then_some(c.cap_drop),
+                group_add: (!c.group_add.is_empty()).then_some(c.group_add),
                 privileged: Some(c.privileged),
                 readonly_rootfs: Some(c.read_only_root),
                 ..Default::default()
