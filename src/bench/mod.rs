@@ -13,6 +13,7 @@
 pub mod apiserver;
 pub mod deployment;
 pub mod etcd;
+pub mod kubelet;
 pub mod scale;
 pub mod scheduler;
 pub mod up;

@@ -70,26 +70,29 @@ pub(super) struct FakeCluster {
 impl FakeCluster {
     /// `minik up --fake-nodes N` (the real processes on free ports).
     pub fn start(prefix: &str, nodes: u32) -> anyhow::Result<FakeCluster> {
+        eprintln!("starting a cluster with {nodes} simulated nodes");
+        FakeCluster::start_with(prefix, &["--fake-nodes", &nodes.to_string()])
+    }
+
+    /// `minik up` of a profile `bench` on free ports with `extra` flags (`--nodes 1` for a
+    /// real kubelet node).
+    pub fn start_with(prefix: &str, extra: &[&str]) -> anyhow::Result<FakeCluster> {
         let tmp = TempDir::new(prefix)?;
         let home = tmp.path().join("home");
         let c = FakeCluster { home, tmp };
-        eprintln!("starting a cluster with {nodes} simulated nodes");
-        minik(
-            &c.home,
-            &[
-                "up",
-                "--name",
-                "bench",
-                "--quiet",
-                "--no-kubeconfig",
-                "--apiserver-port",
-                "0",
-                "--etcd-port",
-                "0",
-                "--fake-nodes",
-                &nodes.to_string(),
-            ],
-        )?;
+        let mut args = vec![
+            "up",
+            "--name",
+            "bench",
+            "--quiet",
+            "--no-kubeconfig",
+            "--apiserver-port",
+            "0",
+            "--etcd-port",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        minik(&c.home, &args)?;
         Ok(c)
     }
 

@@ -36,6 +36,19 @@ pub enum BenchCommand {
     /// Many pods on simulated nodes (created bound, run by the fake kubelet): the time to run
     /// them, the real `kubectl get pods -A` over all of them, every process's memory.
     Scale(ScaleBenchArgs),
+    /// Pod start-up latency on a real node (kubelet + Docker) beside bare Docker create+start,
+    /// and the kubelet's memory with 20 pods. Markdown on stdout.
+    Kubelet(KubeletBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KubeletBenchArgs {
+    /// Pods created at once.
+    #[arg(long, default_value_t = 50)]
+    pub pods: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +235,20 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 clients: a.clients,
                 timeout: Duration::from_secs(a.timeout),
                 mode: a.mode,
+            })?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        BenchCommand::Kubelet(a) => {
+            if a.pods < 1 {
+                anyhow::bail!("--pods must be at least 1");
+            }
+            let ok = crate::bench::kubelet::run(&crate::bench::kubelet::Options {
+                pods: a.pods,
+                timeout: Duration::from_secs(a.timeout),
             })?;
             Ok(if ok {
                 ExitCode::SUCCESS
