@@ -26,4 +26,5 @@
 pub mod docker;
 pub mod images;
 pub mod labels;
+pub mod streaming;
 pub mod tar;
