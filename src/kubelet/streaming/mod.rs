@@ -25,3 +25,6 @@
 
 pub mod spdy;
 pub mod websocket;
+pub mod remotecommand;
+pub mod logs;
+pub mod portforward;
