@@ -28,3 +28,6 @@ pub mod websocket;
 pub mod remotecommand;
 pub mod logs;
 pub mod portforward;
+pub mod server;
+
+pub use server::{ServerOptions, serve, serve_on};
