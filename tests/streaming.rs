@@ -25,6 +25,8 @@ const PROFILE: &str = "stream";
 const CTX: &str = "minik-stream";
 const NODE: &str = "stream-node";
 const POD: &str = "box";
+/// Marks this run's containers (the server is told to serve only those).
+const TEST_LABEL: &str = "minik.dev/test";
 
 /// Removes the test's containers and network when dropped.
 struct DockerObjects {
@@ -153,8 +155,15 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn container_labels(pod_uid: &str, container: &str, restarts: u32, kind: &str) -> Vec<String> {
+fn container_labels(
+    run: &str,
+    pod_uid: &str,
+    container: &str,
+    restarts: u32,
+    kind: &str,
+) -> Vec<String> {
     [
+        (TEST_LABEL, run.to_string()),
         (labels::POD_NAMESPACE, "default".to_string()),
         (labels::POD_NAME, POD.to_string()),
         (labels::POD_UID, pod_uid.to_string()),
@@ -203,7 +212,13 @@ fn streaming_through_the_apiserver_with_real_kubectl() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    args.extend(container_labels(uid, labels::SANDBOX_CONTAINER_NAME, 0, labels::TYPE_SANDBOX));
+    args.extend(container_labels(
+        &objs.prefix,
+        uid,
+        labels::SANDBOX_CONTAINER_NAME,
+        0,
+        labels::TYPE_SANDBOX,
+    ));
     args.push("minik/pause:3.10".into());
     docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let join = format!("container:{sandbox}");
@@ -212,8 +227,19 @@ fn streaming_through_the_apiserver_with_real_kubectl() {
         if detach {
             a.push("-d".into());
         }
-        a.extend(["--name".into(), objs.name(name), "--network".into(), join.clone()]);
-        a.extend(container_labels(uid, container, restarts, labels::TYPE_CONTAINER));
+        a.extend([
+            "--name".into(),
+            objs.name(name),
+            "--network".into(),
+            join.clone(),
+        ]);
+        a.extend(container_labels(
+            &objs.prefix,
+            uid,
+            container,
+            restarts,
+            labels::TYPE_CONTAINER,
+        ));
         a.extend(image_and_cmd.iter().map(|s| s.to_string()));
         docker(&a.iter().map(String::as_str).collect::<Vec<_>>());
     };
@@ -223,7 +249,12 @@ fn streaming_through_the_apiserver_with_real_kubectl() {
         "shell",
         0,
         false,
-        &["minik/busybox:1.0", "sh", "-c", "echo from-the-previous-attempt"],
+        &[
+            "minik/busybox:1.0",
+            "sh",
+            "-c",
+            "echo from-the-previous-attempt",
+        ],
     );
     run(
         "k8s_shell_box_default_1",
@@ -234,7 +265,7 @@ fn streaming_through_the_apiserver_with_real_kubectl() {
             "minik/busybox:1.0",
             "sh",
             "-c",
-            "echo line-one; echo line-two >&2; i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done",
+            "echo line-one; sleep 0.3; echo line-two >&2; sleep 0.3; i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done",
         ],
     );
     run("k8s_web_box_default_0", "web", 0, true, &["minik/echo:1.0"]);
@@ -267,6 +298,8 @@ fn streaming_through_the_apiserver_with_real_kubectl() {
         tls_private_key_file: serving.key.clone(),
         client_ca_file: pki_dir.join("ca.crt"),
         node_name: NODE.into(),
+        // Only this run's containers (as the kubelet passes its cluster's label).
+        container_labels: vec![(TEST_LABEL.into(), objs.prefix.clone())],
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(minik::kubelet::streaming::serve_on(
@@ -409,7 +442,10 @@ fn check_logs(k: &Kubectl<'_>) {
         );
     }
     let out = k.ok(&["logs", POD, "-c", "shell", "--previous"]);
-    assert_eq!(out, "from-the-previous-attempt\n", "kubectl {v} logs --previous");
+    assert_eq!(
+        out, "from-the-previous-attempt\n",
+        "kubectl {v} logs --previous"
+    );
     let out = k.ok(&["logs", POD, "-c", "shell", "--limit-bytes=6"]);
     assert_eq!(out, "line-o", "kubectl {v} logs --limit-bytes=6");
     // -f: new lines arrive while it runs.
@@ -444,7 +480,12 @@ fn check_exec(k: &Kubectl<'_>) {
         "-c",
         "echo out; echo err >&2; exit 3",
     ]);
-    assert_eq!(out.status.code(), Some(3), "{}", show(&format!("kubectl {v} exec exit 3"), &out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        show(&format!("kubectl {v} exec exit 3"), &out)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n", "kubectl {v}");
     assert!(
         String::from_utf8_lossy(&out.stderr).starts_with("err\n"),
@@ -455,10 +496,24 @@ fn check_exec(k: &Kubectl<'_>) {
     assert_eq!(out, "fine\n", "kubectl {v} exec");
     // stdin piped in; its end ends the command.
     let out = k.run_with_stdin(
-        &["exec", "-i", POD, "-c", "shell", "--", "sh", "-c", "wc -l; cat /dev/null"],
+        &[
+            "exec",
+            "-i",
+            POD,
+            "-c",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "wc -l; cat /dev/null",
+        ],
         b"a\nb\nc\n",
     );
-    assert!(out.status.success(), "{}", show(&format!("kubectl {v} exec -i"), &out));
+    assert!(
+        out.status.success(),
+        "{}",
+        show(&format!("kubectl {v} exec -i"), &out)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "3",
@@ -505,12 +560,19 @@ fn check_exec(k: &Kubectl<'_>) {
         text.contains("is-a-tty") && text.contains("37 91") && text.contains("sum-42"),
         "kubectl {v} exec -it: {text:?}"
     );
-    assert_eq!(status.and_then(|s| s.code()), Some(7), "kubectl {v} exec -it: {text:?}");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(7),
+        "kubectl {v} exec -it: {text:?}"
+    );
 }
 
 fn check_attach(k: &Kubectl<'_>) {
     let v = k.version;
-    let out = k.cmd(4, &["attach", POD, "-c", "shell"]).output().expect("attach");
+    let out = k
+        .cmd(4, &["attach", POD, "-c", "shell"])
+        .output()
+        .expect("attach");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines().any(|l| l.starts_with("tick-")),
@@ -538,12 +600,16 @@ fn check_port_forward(k: &Kubectl<'_>) {
     let Some(local) = local else {
         let _ = child.kill();
         let out = child.wait_with_output().expect("output");
-        panic!("kubectl {v} port-forward said {first:?}; {}", show("port-forward", &out));
+        panic!(
+            "kubectl {v} port-forward said {first:?}; {}",
+            show("port-forward", &out)
+        );
     };
     let mut responses = Vec::new();
     for _ in 0..2 {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", local)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
         s.write_all(b"GET /through-the-forward HTTP/1.0\r\n\r\n")
             .expect("request");
         let mut resp = String::new();

@@ -81,7 +81,9 @@ impl KubeletClient {
             .with_context(|| format!("--kubelet-certificate-authority {}", ca.display()))?
         {
             roots
-                .add(c.with_context(|| format!("--kubelet-certificate-authority {}", ca.display()))?)
+                .add(
+                    c.with_context(|| format!("--kubelet-certificate-authority {}", ca.display()))?,
+                )
                 .context("--kubelet-certificate-authority: not a CA certificate")?;
         }
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -151,16 +153,14 @@ type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 impl KubeletClient {
     async fn dial(&self, host: &str, port: u16) -> Result<Tls, String> {
         let addr = host_port(host, port);
-        let tcp = match tokio::time::timeout(
-            DIAL_TIMEOUT,
-            tokio::net::TcpStream::connect((host, port)),
-        )
-        .await
-        {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => return Err(format!("dial tcp {addr}: connect: {}", io_text(&e))),
-            Err(_) => return Err(format!("dial tcp {addr}: i/o timeout")),
-        };
+        let tcp =
+            match tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect((host, port)))
+                .await
+            {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => return Err(format!("dial tcp {addr}: connect: {}", io_text(&e))),
+                Err(_) => return Err(format!("dial tcp {addr}: i/o timeout")),
+            };
         let _ = tcp.set_nodelay(true);
         let name = match host.parse::<std::net::IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
@@ -270,9 +270,7 @@ impl KubeletClient {
             let status = resp.status();
             let headers = resp.headers().clone();
             let body = read_limited(resp.into_body(), 64 * 1024).await;
-            let mut r = Response::new(
-                http_body_util::Full::new(Bytes::from(body)).boxed(),
-            );
+            let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)).boxed());
             *r.status_mut() = status;
             if let Some(ct) = headers.get(header::CONTENT_TYPE) {
                 r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
@@ -348,7 +346,10 @@ mod tests {
         let node = json!({"metadata": {"name": "n1"}, "status": {
             "addresses": [{"type": "Hostname", "address": "host-1"}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}}}});
-        assert_eq!(kubelet_address(&node), ("host-1".to_string(), DEFAULT_KUBELET_PORT));
+        assert_eq!(
+            kubelet_address(&node),
+            ("host-1".to_string(), DEFAULT_KUBELET_PORT)
+        );
         assert_eq!(host_port("::1", 5), "[::1]:5");
     }
 }

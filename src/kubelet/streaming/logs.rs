@@ -48,8 +48,10 @@ impl LogOptions {
                 "tailLines" => {
                     let n = int(k, v)?;
                     if n < 0 {
-                        return Err("tailLines: Invalid value: must be greater than or equal to 0"
-                            .to_string());
+                        return Err(
+                            "tailLines: Invalid value: must be greater than or equal to 0"
+                                .to_string(),
+                        );
                     }
                     o.tail_lines = Some(n);
                 }
@@ -113,20 +115,22 @@ pub fn stream(
     id: &str,
     opts: &LogOptions,
 ) -> Pin<Box<dyn Stream<Item = Bytes> + Send>> {
-    let raw = docker.logs(id, Some(opts.docker())).filter_map(|item| async move {
-        match item {
-            Ok(
-                LogOutput::StdOut { message }
-                | LogOutput::StdErr { message }
-                | LogOutput::Console { message },
-            ) => Some(message),
-            Ok(LogOutput::StdIn { .. }) => None,
-            Err(e) => {
-                tracing::debug!("logs: {e}");
-                None
+    let raw = docker
+        .logs(id, Some(opts.docker()))
+        .filter_map(|item| async move {
+            match item {
+                Ok(
+                    LogOutput::StdOut { message }
+                    | LogOutput::StdErr { message }
+                    | LogOutput::Console { message },
+                ) => Some(message),
+                Ok(LogOutput::StdIn { .. }) => None,
+                Err(e) => {
+                    tracing::debug!("logs: {e}");
+                    None
+                }
             }
-        }
-    });
+        });
     match opts.limit_bytes {
         None => Box::pin(raw),
         Some(limit) => Box::pin(limit_bytes(raw, limit)),
@@ -138,17 +142,14 @@ pub fn limit_bytes(
     s: impl Stream<Item = Bytes> + Send + 'static,
     limit: u64,
 ) -> impl Stream<Item = Bytes> + Send {
-    futures_util::stream::unfold(
-        (Box::pin(s), limit),
-        |(mut s, left)| async move {
-            if left == 0 {
-                return None;
-            }
-            let chunk = s.next().await?;
-            let take = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            Some((chunk.slice(..take), (s, left - take as u64)))
-        },
-    )
+    futures_util::stream::unfold((Box::pin(s), limit), |(mut s, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let chunk = s.next().await?;
+        let take = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        Some((chunk.slice(..take), (s, left - take as u64)))
+    })
 }
 
 #[cfg(test)]
@@ -186,8 +187,11 @@ mod tests {
             assert!(LogOptions::from_query(&q(&[bad])).is_err(), "{bad:?}");
         }
         assert!(
-            LogOptions::from_query(&q(&[("sinceSeconds", "5"), ("sinceTime", "2026-01-02T03:04:05Z")]))
-                .is_err()
+            LogOptions::from_query(&q(&[
+                ("sinceSeconds", "5"),
+                ("sinceTime", "2026-01-02T03:04:05Z")
+            ]))
+            .is_err()
         );
     }
 

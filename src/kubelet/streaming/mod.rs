@@ -23,11 +23,11 @@
 //! - [`portforward`]: the `portforward.k8s.io` protocol — per forwarded connection a data and an
 //!   error stream, dialled to the pod's IP.
 
-pub mod spdy;
-pub mod websocket;
-pub mod remotecommand;
 pub mod logs;
 pub mod portforward;
+pub mod remotecommand;
 pub mod server;
+pub mod spdy;
+pub mod websocket;
 
 pub use server::{ServerOptions, serve, serve_on};

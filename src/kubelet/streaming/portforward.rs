@@ -98,8 +98,7 @@ async fn copy(mut data: spdy::Stream, port: u16, target: &Target) -> Result<(), 
         return Err("the pod has no IP address".to_string());
     };
     let addr = std::net::SocketAddr::new(ip, port);
-    let tcp = match tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect(addr)).await
-    {
+    let tcp = match tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             data.writer.close().await;
@@ -197,8 +196,12 @@ mod tests {
         let (mut crd, mut cwr) = tokio::io::split(client);
         let mut codec = Codec::new().expect("codec");
         let mut out = BytesMut::new();
-        codec.encode(&syn(1, "error", port), &mut out).expect("encode");
-        codec.encode(&syn(3, "data", port), &mut out).expect("encode");
+        codec
+            .encode(&syn(1, "error", port), &mut out)
+            .expect("encode");
+        codec
+            .encode(&syn(3, "data", port), &mut out)
+            .expect("encode");
         cwr.write_all(&out).await.expect("write");
         let mut rx = Codec::new().expect("codec");
         let mut buf = BytesMut::new();
@@ -232,9 +235,7 @@ mod tests {
                     }
                 }
                 Frame::Data {
-                    stream_id: 1,
-                    data,
-                    ..
+                    stream_id: 1, data, ..
                 } if !data.is_empty() => panic!("error: {data:?}"),
                 _ => {}
             }
@@ -263,7 +264,13 @@ mod tests {
                         headers
                             .0
                             .into_iter()
-                            .map(|(k, v)| if k == "requestid" { (k, "1".into()) } else { (k, v) })
+                            .map(|(k, v)| {
+                                if k == "requestid" {
+                                    (k, "1".into())
+                                } else {
+                                    (k, v)
+                                }
+                            })
                             .collect(),
                     ),
                 },
@@ -274,9 +281,7 @@ mod tests {
         cwr.write_all(&out).await.expect("write");
         loop {
             if let Frame::Data {
-                stream_id: 5,
-                data,
-                ..
+                stream_id: 5, data, ..
             } = next().await
                 && !data.is_empty()
             {

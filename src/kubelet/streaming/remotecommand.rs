@@ -15,12 +15,12 @@
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::query_parameters::{
     AttachContainerOptions, ResizeContainerTTYOptions, ResizeExecOptions,
 };
-use bollard::container::LogOutput;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -140,7 +140,11 @@ impl Output {
     async fn write(&self, ch: u8, data: &[u8]) -> bool {
         match self {
             Output::Spdy { stdout, stderr, .. } => {
-                let w = if ch == channel::STDERR { stderr } else { stdout };
+                let w = if ch == channel::STDERR {
+                    stderr
+                } else {
+                    stdout
+                };
                 match w {
                     Some(w) => w.write(data).await,
                     None => true,
@@ -350,14 +354,19 @@ pub async fn serve_websocket<T>(
         stdin: if opts.stdin { Some(stdin_rx) } else { None },
         resize: resize_rx,
     };
-    run(opts, action, docker, input, Output::Ws { writer: ws.writer }).await;
+    run(
+        opts,
+        action,
+        docker,
+        input,
+        Output::Ws { writer: ws.writer },
+    )
+    .await;
 }
 
 async fn run(opts: Options, action: Action, docker: Docker, input: Input, output: Output) {
     let status = match &action {
-        Action::Exec { container_id } => {
-            exec(&docker, container_id, &opts, input, &output).await
-        }
+        Action::Exec { container_id } => exec(&docker, container_id, &opts, input, &output).await,
         Action::Attach { container_id } => {
             attach(&docker, container_id, &opts, input, &output).await
         }
@@ -579,13 +588,20 @@ mod tests {
                 command: vec!["sh".into(), "-c".into(), "exit 3".into()],
             }
         );
-        let o = Options::from_query(&q(&[("stdout", "true"), ("stderr", "true"), ("tty", "true")]));
+        let o = Options::from_query(&q(&[
+            ("stdout", "true"),
+            ("stderr", "true"),
+            ("tty", "true"),
+        ]));
         assert!(o.stdout && o.tty && !o.stderr && !o.stdin, "{o:?}");
     }
 
     #[test]
     fn the_v4_v5_statuses_are_what_kubectl_decodes() {
-        assert_eq!(success_status(), json!({"metadata": {}, "status": "Success"}));
+        assert_eq!(
+            success_status(),
+            json!({"metadata": {}, "status": "Success"})
+        );
         let s = exit_code_status(&["sh".to_string()], 3);
         assert_eq!(s["status"], "Failure");
         assert_eq!(s["reason"], "NonZeroExitCode");
@@ -594,7 +610,10 @@ mod tests {
             json!([{"reason": "ExitCode", "message": "3"}])
         );
         let e = internal_error_status("boom");
-        assert_eq!((e["reason"].as_str(), e["code"].as_i64()), (Some("InternalError"), Some(500)));
+        assert_eq!(
+            (e["reason"].as_str(), e["code"].as_i64()),
+            (Some("InternalError"), Some(500))
+        );
     }
 
     #[tokio::test]
@@ -609,8 +628,20 @@ mod tests {
             dtx.send(Bytes::from_static(part)).await.expect("send");
         }
         drop(dtx);
-        assert_eq!(rx.recv().await, Some(TermSize { width: 80, height: 24 }));
-        assert_eq!(rx.recv().await, Some(TermSize { width: 100, height: 30 }));
+        assert_eq!(
+            rx.recv().await,
+            Some(TermSize {
+                width: 80,
+                height: 24
+            })
+        );
+        assert_eq!(
+            rx.recv().await,
+            Some(TermSize {
+                width: 100,
+                height: 30
+            })
+        );
         assert_eq!(rx.recv().await, None);
     }
 }

@@ -53,6 +53,9 @@ pub struct ServerOptions {
     pub client_ca_file: PathBuf,
     /// The node this kubelet runs (only its containers are served).
     pub node_name: String,
+    /// Labels (name, value) every served container must also carry besides the node's, e.g.
+    /// the cluster's, so two profiles with a node of the same name stay apart.
+    pub container_labels: Vec<(String, String)>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -60,6 +63,7 @@ type Body = BoxBody<Bytes, Infallible>;
 struct State {
     docker: Docker,
     node: String,
+    container_labels: Vec<(String, String)>,
 }
 
 /// Binds `opts.addr` and serves until `shutdown` resolves.
@@ -91,6 +95,7 @@ pub async fn serve_on(
     let state = Arc::new(State {
         docker: engine.docker,
         node: opts.node_name.clone(),
+        container_labels: opts.container_labels.clone(),
     });
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, node = %opts.node_name, "the kubelet's streaming server is listening");
@@ -110,15 +115,15 @@ pub async fn serve_on(
         let _ = tcp.set_nodelay(true);
         let (acceptor, state) = (acceptor.clone(), state.clone());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!("TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let user = tls
                 .get_ref()
                 .1
@@ -157,10 +162,12 @@ fn tls_acceptor(opts: &ServerOptions) -> anyhow::Result<TlsAcceptor> {
             .context("--client-ca-file: not a CA certificate")?;
     }
     // No certificate, or one from another CA: the handshake fails.
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .context("--client-ca-file")?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .context("--client-ca-file")?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -224,16 +231,14 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             c => out.push(c),
         }
@@ -301,31 +306,39 @@ async fn attempts(
     ns: &str,
     pod: &str,
     container: &str,
-) -> Result<Vec<ContainerSummary>, Response<Body>> {
-    let mut filters = std::collections::HashMap::new();
-    filters.insert(
-        "label".to_string(),
-        vec![
-            format!("{}={ns}", labels::POD_NAMESPACE),
-            format!("{}={pod}", labels::POD_NAME),
-            format!("{}={container}", labels::CONTAINER_NAME),
-            format!("{}={}", labels::NODE, state.node),
-        ],
+) -> Result<Vec<ContainerSummary>, Refusal> {
+    let mut wanted = vec![
+        format!("{}={ns}", labels::POD_NAMESPACE),
+        format!("{}={pod}", labels::POD_NAME),
+        format!("{}={container}", labels::CONTAINER_NAME),
+        format!("{}={}", labels::NODE, state.node),
+    ];
+    wanted.extend(
+        state
+            .container_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}")),
     );
+    let mut filters = std::collections::HashMap::new();
+    filters.insert("label".to_string(), wanted);
     let opts = ListContainersOptions {
         all: true,
         filters: Some(filters),
         ..Default::default()
     };
-    let mut list = state.docker.list_containers(Some(opts)).await.map_err(|e| {
-        text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "failed to list containers: {}",
-                crate::kubelet::docker::message(&e)
-            ),
-        )
-    })?;
+    let mut list = state
+        .docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "failed to list containers: {}",
+                    crate::kubelet::docker::message(&e)
+                ),
+            )
+        })?;
     let restarts = |c: &ContainerSummary| {
         c.labels
             .as_ref()
@@ -356,7 +369,7 @@ async fn container_logs(
     };
     let list = match attempts(state, ns, pod, container).await {
         Ok(l) => l,
-        Err(r) => return r,
+        Err((code, msg)) => return text(code, msg),
     };
     let chosen = if opts.previous {
         match list.get(1) {
@@ -382,7 +395,10 @@ async fn container_logs(
         }
     };
     let Some(id) = chosen.id.clone() else {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "a container without an id");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a container without an id",
+        );
     };
     let follow = opts.follow && !opts.previous;
     let opts = logs::LogOptions { follow, ..opts };
@@ -400,15 +416,16 @@ async fn container_logs(
     let body = tokio_stream::wrappers::ReceiverStream::new(rx)
         .map(|b| Ok::<_, Infallible>(Frame::data(b)));
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(body)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
 
 // ---------------------------------------------------------------------------------------------
 // Upgrades
+
+/// A request refused before any upgrade: the status and the text the kubelet answers with.
+type Refusal = (StatusCode, String);
 
 /// The transport and protocol a client asked for.
 enum Transport {
@@ -421,7 +438,7 @@ fn negotiate(
     headers: &http::HeaderMap,
     ws_protocols: &[&str],
     spdy_protocols: &[&str],
-) -> Result<(Transport, Response<Body>), Response<Body>> {
+) -> Result<(Transport, Response<Body>), Refusal> {
     let mut r = Response::new(Full::new(Bytes::new()).boxed());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
@@ -429,7 +446,7 @@ fn negotiate(
     if websocket::is_websocket_request(headers) {
         let offered = websocket::offered_protocols(headers);
         let Some(p) = offered.iter().find(|p| ws_protocols.contains(&p.as_str())) else {
-            return Err(text(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 format!(
                     "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {ws_protocols:?}"
@@ -440,7 +457,10 @@ fn negotiate(
             .get(header::SEC_WEBSOCKET_KEY)
             .and_then(|k| k.to_str().ok())
         else {
-            return Err(text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "missing Sec-WebSocket-Key".to_string(),
+            ));
         };
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         if let Ok(v) = HeaderValue::from_str(&websocket::accept_key(key)) {
@@ -456,9 +476,9 @@ fn negotiate(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"));
     if !spdy {
-        return Err(text(
+        return Err((
             StatusCode::BAD_REQUEST,
-            "Upgrade request required",
+            "Upgrade request required".to_string(),
         ));
     }
     let offered: Vec<String> = headers
@@ -468,8 +488,11 @@ fn negotiate(
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
         .collect();
-    let Some(p) = offered.iter().find(|p| spdy_protocols.contains(&p.as_str())) else {
-        return Err(text(
+    let Some(p) = offered
+        .iter()
+        .find(|p| spdy_protocols.contains(&p.as_str()))
+    else {
+        return Err((
             StatusCode::FORBIDDEN,
             format!(
                 "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {spdy_protocols:?}"
@@ -494,7 +517,10 @@ async fn remote_command(
 ) -> Response<Body> {
     let opts = remotecommand::Options::from_query(q);
     if exec && opts.command.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "you must specify at least 1 command");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least 1 command",
+        );
     }
     if !opts.stdin && !opts.stdout && !opts.stderr {
         return text(
@@ -504,7 +530,7 @@ async fn remote_command(
     }
     let list = match attempts(state, ns, pod, container).await {
         Ok(l) => l,
-        Err(r) => return r,
+        Err((code, msg)) => return text(code, msg),
     };
     let Some(current) = list.first() else {
         return text(
@@ -519,7 +545,10 @@ async fn remote_command(
         );
     }
     let Some(id) = current.id.clone() else {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "a container without an id");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a container without an id",
+        );
     };
     let (transport, response) = match negotiate(
         req.headers(),
@@ -527,7 +556,7 @@ async fn remote_command(
         remotecommand::SPDY_PROTOCOLS,
     ) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((code, msg)) => return text(code, msg),
     };
     let action = if exec {
         remotecommand::Action::Exec { container_id: id }
@@ -565,7 +594,7 @@ async fn port_forward(
 ) -> Response<Body> {
     let sandboxes = match attempts(state, ns, pod, labels::SANDBOX_CONTAINER_NAME).await {
         Ok(l) => l,
-        Err(r) => return r,
+        Err((code, msg)) => return text(code, msg),
     };
     let Some(sandbox) = sandboxes.iter().find(|c| is_running(c)) else {
         return text(StatusCode::NOT_FOUND, "pod does not exist");
@@ -586,7 +615,7 @@ async fn port_forward(
         &[portforward::PROTOCOL],
     ) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((code, msg)) => return text(code, msg),
     };
     let target = portforward::Target {
         pod: format!("{pod}_{ns}"),
@@ -657,11 +686,18 @@ mod tests {
             "x-stream-protocol-version",
             HeaderValue::from_static("v3.channel.k8s.io"),
         );
-        match negotiate(&h, remotecommand::WEBSOCKET_PROTOCOLS, remotecommand::SPDY_PROTOCOLS) {
+        match negotiate(
+            &h,
+            remotecommand::WEBSOCKET_PROTOCOLS,
+            remotecommand::SPDY_PROTOCOLS,
+        ) {
             Ok((Transport::Spdy(p), r)) => {
                 assert_eq!(p, "v4.channel.k8s.io");
                 assert_eq!(r.status(), StatusCode::SWITCHING_PROTOCOLS);
-                assert_eq!(r.headers()["x-stream-protocol-version"], "v4.channel.k8s.io");
+                assert_eq!(
+                    r.headers()["x-stream-protocol-version"],
+                    "v4.channel.k8s.io"
+                );
             }
             _ => panic!("SPDY v4 expected"),
         }
@@ -669,8 +705,12 @@ mod tests {
             "x-stream-protocol-version",
             HeaderValue::from_static("v1.channel.k8s.io"),
         );
-        match negotiate(&h, remotecommand::WEBSOCKET_PROTOCOLS, remotecommand::SPDY_PROTOCOLS) {
-            Err(r) => assert_eq!(r.status(), StatusCode::FORBIDDEN),
+        match negotiate(
+            &h,
+            remotecommand::WEBSOCKET_PROTOCOLS,
+            remotecommand::SPDY_PROTOCOLS,
+        ) {
+            Err((code, _)) => assert_eq!(code, StatusCode::FORBIDDEN),
             Ok(_) => panic!("v1 is not served"),
         }
         let mut w = http::HeaderMap::new();
@@ -684,7 +724,11 @@ mod tests {
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("v5.channel.k8s.io"),
         );
-        match negotiate(&w, remotecommand::WEBSOCKET_PROTOCOLS, remotecommand::SPDY_PROTOCOLS) {
+        match negotiate(
+            &w,
+            remotecommand::WEBSOCKET_PROTOCOLS,
+            remotecommand::SPDY_PROTOCOLS,
+        ) {
             Ok((Transport::WebSocket(p), r)) => {
                 assert_eq!(p, "v5.channel.k8s.io");
                 assert_eq!(

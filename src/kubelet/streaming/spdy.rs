@@ -298,7 +298,8 @@ impl Codec {
             if buf.len() < 8 {
                 return Ok(None);
             }
-            let len = (usize::from(buf[5]) << 16) | (usize::from(buf[6]) << 8) | usize::from(buf[7]);
+            let len =
+                (usize::from(buf[5]) << 16) | (usize::from(buf[6]) << 8) | usize::from(buf[7]);
             if buf.len() < 8 + len {
                 buf.reserve(8 + len - buf.len());
                 return Ok(None);
@@ -453,17 +454,19 @@ impl Codec {
                 out.reserve(4096);
             }
             let (in_before, out_before) = (self.decompress.total_in(), out.len());
-            let r = self
-                .decompress
-                .decompress_vec(&block[consumed..], &mut out, FlushDecompress::Sync);
+            let r =
+                self.decompress
+                    .decompress_vec(&block[consumed..], &mut out, FlushDecompress::Sync);
             consumed += (self.decompress.total_in() - in_before) as usize;
             match r {
                 Ok(_) => {}
                 Err(e) => match e.needs_dictionary() {
                     Some(id) if id == dictionary_id() => {
-                        self.decompress.set_dictionary(HEADER_DICTIONARY).map_err(|e| {
-                            SpdyError::HeaderBlock(format!("setting the dictionary: {e}"))
-                        })?;
+                        self.decompress
+                            .set_dictionary(HEADER_DICTIONARY)
+                            .map_err(|e| {
+                                SpdyError::HeaderBlock(format!("setting the dictionary: {e}"))
+                            })?;
                         continue;
                     }
                     Some(id) => {
@@ -682,11 +685,7 @@ impl Closer {
     }
 }
 
-async fn write_loop<W: AsyncWrite>(
-    wr: W,
-    mut codec: Codec,
-    mut rx: mpsc::Receiver<Out>,
-) {
+async fn write_loop<W: AsyncWrite>(wr: W, mut codec: Codec, mut rx: mpsc::Receiver<Out>) {
     tokio::pin!(wr);
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut last_stream = 0;
@@ -875,7 +874,11 @@ mod tests {
                 associated_to: 0,
                 priority: 3,
                 flags: 0,
-                headers: hdrs(&[("streamtype", "error"), ("port", "8080"), ("requestid", "0")]),
+                headers: hdrs(&[
+                    ("streamtype", "error"),
+                    ("port", "8080"),
+                    ("requestid", "0"),
+                ]),
             },
             Frame::SynReply {
                 stream_id: 1,
@@ -916,7 +919,10 @@ mod tests {
     fn later_header_blocks_share_the_compression_context() {
         let mut tx = Codec::new().expect("codec");
         let mut wire = BytesMut::new();
-        let h = hdrs(&[("streamtype", "stdout"), ("x-long-header", "abcdefghijklmnop")]);
+        let h = hdrs(&[
+            ("streamtype", "stdout"),
+            ("x-long-header", "abcdefghijklmnop"),
+        ]);
         for id in [1, 3] {
             let f = Frame::SynStream {
                 stream_id: id,
@@ -979,7 +985,10 @@ mod tests {
             0xff,
         ];
         let mut wire = BytesMut::from(frame);
-        let got = Codec::new().expect("codec").decode(&mut wire).expect("decode");
+        let got = Codec::new()
+            .expect("codec")
+            .decode(&mut wire)
+            .expect("decode");
         assert_eq!(
             got,
             Some(Frame::SynReply {
@@ -994,12 +1003,16 @@ mod tests {
     fn partial_input_waits_and_bad_input_is_an_error() {
         let mut tx = Codec::new().expect("codec");
         let mut wire = BytesMut::new();
-        tx.encode(&Frame::Ping { id: 1 }, &mut wire).expect("encode");
+        tx.encode(&Frame::Ping { id: 1 }, &mut wire)
+            .expect("encode");
         let mut rx = Codec::new().expect("codec");
         let mut part = BytesMut::from(&wire[..5]);
         assert_eq!(rx.decode(&mut part).expect("partial"), None);
         part.extend_from_slice(&wire[5..]);
-        assert_eq!(rx.decode(&mut part).expect("whole"), Some(Frame::Ping { id: 1 }));
+        assert_eq!(
+            rx.decode(&mut part).expect("whole"),
+            Some(Frame::Ping { id: 1 })
+        );
         // SPDY/2
         let mut v2 = BytesMut::from(&[0x80, 0x02, 0x00, 0x06, 0, 0, 0, 4, 0, 0, 0, 1][..]);
         assert_eq!(rx.decode(&mut v2), Err(SpdyError::Version(2)));
@@ -1019,7 +1032,10 @@ mod tests {
         // Unknown control frame types are skipped.
         let mut unknown = BytesMut::from(&[0x80, 0x03, 0x00, 0x0b, 0, 0, 0, 2, 0xd4, 0x74][..]);
         unknown.extend_from_slice(&wire);
-        assert_eq!(rx.decode(&mut unknown).expect("skip"), Some(Frame::Ping { id: 1 }));
+        assert_eq!(
+            rx.decode(&mut unknown).expect("skip"),
+            Some(Frame::Ping { id: 1 })
+        );
     }
 
     #[tokio::test]

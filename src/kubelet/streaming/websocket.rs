@@ -418,7 +418,9 @@ mod tests {
     fn rfc_examples_decode() {
         // RFC 6455 §5.7: a single-frame masked text message "Hello".
         let mut b = BytesMut::from(
-            &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58][..],
+            &[
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+            ][..],
         );
         let f = decode_frame(&mut b).expect("decode").expect("whole");
         assert_eq!((f.fin, f.opcode, &f.payload[..]), (true, 1, &b"Hello"[..]));
@@ -445,7 +447,10 @@ mod tests {
     fn channel_messages_and_protocols() {
         assert_eq!(&channel_message(channel::STDOUT, b"hi")[..], b"\x01hi");
         let mut h = http::HeaderMap::new();
-        h.insert(http::header::CONNECTION, "keep-alive, Upgrade".parse().expect("v"));
+        h.insert(
+            http::header::CONNECTION,
+            "keep-alive, Upgrade".parse().expect("v"),
+        );
         h.insert(http::header::UPGRADE, "websocket".parse().expect("v"));
         h.append(
             http::header::SEC_WEBSOCKET_PROTOCOL,
