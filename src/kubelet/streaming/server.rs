@@ -741,4 +741,126 @@ mod tests {
         let plain = http::HeaderMap::new();
         assert!(negotiate(&plain, &[], &[]).is_err());
     }
+
+    /// `GET path` over TLS with `client` (cert, key) as the client certificate: the status and
+    /// body, or the handshake/connection error.
+    async fn get(
+        port: u16,
+        ca: &std::path::Path,
+        client: Option<(&std::path::Path, &std::path::Path)>,
+        path: &str,
+    ) -> Result<(StatusCode, String), String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+            roots
+                .add(c.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let cfg = match client {
+            Some((cert, key)) => {
+                let certs = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| e.to_string())?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| e.to_string())?;
+                b.with_client_auth_cert(certs, key)
+                    .map_err(|e| e.to_string())?
+            }
+            None => b.with_no_client_auth(),
+        };
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let name =
+            rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header(header::HOST, "127.0.0.1")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    #[tokio::test]
+    async fn only_the_apiservers_certificate_gets_in() {
+        use crate::cluster::pki::{Pki, ServingOptions};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = Pki::create(dir.path(), &ServingOptions::default()).expect("pki");
+        let serving = pki
+            .serving("kubelet", "node-1", &["127.0.0.1".to_string()])
+            .expect("serving");
+        let apiserver = pki
+            .client("apiserver-kubelet-client", APISERVER_USER, &[])
+            .expect("client");
+        let other = pki.client("someone", "someone", &[]).expect("client");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        // No request here reaches Docker; the client is never used.
+        let docker =
+            Docker::connect_with_http("http://127.0.0.1:9", 5, bollard::API_DEFAULT_VERSION)
+                .expect("a client");
+        let engine = Engine {
+            docker,
+            host: "http://127.0.0.1:9".into(),
+            version: Default::default(),
+        };
+        let opts = ServerOptions {
+            addr: listener.local_addr().expect("addr"),
+            tls_cert_file: serving.cert.clone(),
+            tls_private_key_file: serving.key.clone(),
+            client_ca_file: pki.ca().cert.clone(),
+            node_name: "node-1".into(),
+            container_labels: vec![],
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(listener, opts, engine, async move {
+            let _ = stopped.await;
+        }));
+        let ca = pki.ca().cert;
+        let me = Some((apiserver.cert.as_path(), apiserver.key.as_path()));
+        assert_eq!(
+            get(port, &ca, me, "/healthz").await,
+            Ok((StatusCode::OK, "ok".to_string()))
+        );
+        assert_eq!(
+            get(port, &ca, me, "/nope").await.map(|r| r.0),
+            Ok(StatusCode::NOT_FOUND)
+        );
+        let them = Some((other.cert.as_path(), other.key.as_path()));
+        assert_eq!(
+            get(port, &ca, them, "/containerLogs/default/p/c").await,
+            Ok((
+                StatusCode::FORBIDDEN,
+                "Forbidden (user=someone, verb=get, resource=nodes, subresource=proxy)".to_string()
+            ))
+        );
+        assert!(
+            get(port, &ca, None, "/healthz").await.is_err(),
+            "no certificate"
+        );
+        let _ = stop.send(());
+        server.await.expect("join").expect("served");
+    }
 }
