@@ -19,6 +19,8 @@
 //!   cluster's images and loading `docker save` tarballs (what `kind load` and `minikube image load`
 //!   do; with a single engine "load" means "make sure the engine has it").
 //! - [`tar`]: the small ustar writer the build context is made with.
+//! - [`streaming`]: the kubelet's streaming server — container logs, exec, attach and
+//!   port-forward over SPDY/3.1 and WebSocket, which the API server proxies `kubectl` to.
 //!
 //! The pods themselves (sandboxes, containers, volumes, probes, logs, exec) are still to come;
 //! until then `minik fake-kubelet` simulates nodes.

@@ -235,8 +235,10 @@ where
     // the client hung up.
     let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let (mut e, mut i, mut o, mut r) = (None, None, None, None);
         while let Some(s) = session.incoming.recv().await {
+            // Only a late resize stream is of use now; others are dropped (not read, which
+            // would stall the connection).
+            let (mut e, mut i, mut o, mut r) = (None, None, None, None);
             take_stream(s, &mut e, &mut i, &mut o, &mut r, &mut resize_tx);
         }
         let _ = gone_tx.send(());
