@@ -23,6 +23,7 @@ pub mod convert;
 pub mod crd;
 pub mod defaults;
 pub mod handlers;
+pub mod kubelet_proxy;
 pub mod openapi;
 pub mod printers;
 pub mod protobuf;

@@ -54,6 +54,17 @@ pub struct ApiServerConfig {
     pub service_account_signing_key_file: Option<PathBuf>,
     /// `--service-account-issuer`: the first is written into new tokens, all are accepted.
     pub service_account_issuers: Vec<String>,
+    /// `--kubelet-client-certificate`, `--kubelet-client-key`, `--kubelet-certificate-authority`:
+    /// how logs/exec/attach/port-forward reach kubelets (all three, or none: then they can't).
+    pub kubelet_client: Option<KubeletClientFiles>,
+}
+
+/// The files of the API server's kubelet client identity.
+#[derive(Debug, Clone)]
+pub struct KubeletClientFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub certificate_authority: PathBuf,
 }
 
 pub use super::auth::User;
@@ -82,6 +93,8 @@ pub(super) struct Ctx {
     pub tokens: Option<TokenAuthenticator>,
     /// Signs new service-account tokens (TokenRequest).
     pub issuer: Option<TokenIssuer>,
+    /// TLS to kubelets (logs, exec, attach, port-forward).
+    pub kubelet: Option<super::kubelet_proxy::KubeletClient>,
 }
 
 impl Ctx {
@@ -210,6 +223,14 @@ pub async fn serve(
         })?),
         None => None,
     };
+    let kubelet = match &cfg.kubelet_client {
+        Some(f) => Some(super::kubelet_proxy::KubeletClient::from_files(
+            &f.certificate,
+            &f.key,
+            &f.certificate_authority,
+        )?),
+        None => None,
+    };
     let storage = EtcdStorage::connect(&cfg.etcd).await?;
     let addr: SocketAddr = format!("{}:{}", cfg.bind_address, cfg.secure_port)
         .parse()
@@ -227,6 +248,7 @@ pub async fn serve(
         .context("building the OpenAPI documents")?;
     let ctx = Arc::new(Ctx {
         rbac: Rbac::new(),
+        kubelet,
         tokens,
         issuer,
         cache: WatchCache::new(storage.clone()),
@@ -278,7 +300,7 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(handle(&ctx, user.as_ref(), req).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await;
         });
     }

@@ -61,7 +61,7 @@ pub(super) async fn handle(
             finalize(ctx, t, name, &body).await
         }
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
-            pod_stream(ctx, t, name, sub, q).await
+            pod_stream(ctx, t, name, sub, req, q).await
         }
         _ => Err(ApiError::method_not_allowed()),
     }
@@ -486,12 +486,14 @@ async fn finalize(
 }
 
 /// log / exec / attach / portforward / proxy: the pod, container and node checks of
-/// kube-apiserver; the stream itself comes from the pod's kubelet.
+/// kube-apiserver, then the request is proxied to the pod's kubelet
+/// ([`super::kubelet_proxy`]).
 async fn pod_stream(
     ctx: &Ctx,
     t: &Target,
     name: &str,
     sub: &str,
+    req: Request<Incoming>,
     q: &BTreeMap<String, String>,
 ) -> Result<Response<Body>, ApiError> {
     let stored = ctx
@@ -536,10 +538,95 @@ async fn pod_stream(
             "pod {name} does not have a host assigned"
         )));
     }
-    Err(ApiError::unavailable(format!(
-        "no kubelet is serving node {:?}: {sub} needs the node's kubelet",
-        if node.is_empty() { name } else { node }
-    )))
+    if t.resource.name != "pods" || sub == "proxy" {
+        return Err(ApiError::unavailable(format!(
+            "{sub} of {} is not served by minik yet",
+            t.resource.name
+        )));
+    }
+    let ns = t.namespace.as_deref().unwrap_or("default");
+    let container = match q.get("container").map(String::as_str) {
+        Some(c) if !c.is_empty() => c.to_string(),
+        _ => obj["spec"]["containers"][0]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    };
+    let nodes = resources::find("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("the nodes resource is not served"))?;
+    let node_obj = match ctx.storage.get(&nodes.key(None, node)).await {
+        Ok(stored) => served(&stored)?,
+        Err(StorageError::NotFound { .. }) => {
+            return Err(ApiError::not_found("", "nodes", node));
+        }
+        Err(e) => return Err(ApiError::internal(e.to_string())),
+    };
+    let Some(client) = &ctx.kubelet else {
+        return Err(ApiError::unavailable(format!(
+            "cannot reach the kubelet of node {node:?}: the API server runs without \
+             --kubelet-client-certificate, --kubelet-client-key and \
+             --kubelet-certificate-authority"
+        )));
+    };
+    let (host, port) = super::kubelet_proxy::kubelet_address(&node_obj);
+    let raw: Vec<(String, String)> =
+        crate::kubelet::streaming::server::query_pairs(req.uri().query().unwrap_or(""));
+    let enc = |s: &str| encode_component(s);
+    let (ns_e, pod_e, c_e) = (enc(ns), enc(name), enc(&container));
+    match sub {
+        "log" => {
+            let mut params = Vec::new();
+            for (k, v) in &raw {
+                match k.as_str() {
+                    "follow" | "previous" | "timestamps" if v == "true" || v == "1" => {
+                        params.push(format!("{k}=true"))
+                    }
+                    "sinceSeconds" | "sinceTime" | "tailLines" | "limitBytes" if !v.is_empty() => {
+                        params.push(format!("{k}={}", enc(v)))
+                    }
+                    _ => {}
+                }
+            }
+            let mut path = format!("/containerLogs/{ns_e}/{pod_e}/{c_e}");
+            if !params.is_empty() {
+                path = format!("{path}?{}", params.join("&"));
+            }
+            client.stream_get(&host, port, &path).await
+        }
+        "exec" | "attach" => {
+            let mut params = Vec::new();
+            for (k, v) in &raw {
+                let on = v == "true" || v == "1";
+                match k.as_str() {
+                    "stdin" if on => params.push("input=1".to_string()),
+                    "stdout" if on => params.push("output=1".to_string()),
+                    "stderr" if on => params.push("error=1".to_string()),
+                    "tty" if on => params.push("tty=1".to_string()),
+                    "command" if sub == "exec" => params.push(format!("command={}", enc(v))),
+                    _ => {}
+                }
+            }
+            let path = format!("/{sub}/{ns_e}/{pod_e}/{c_e}?{}", params.join("&"));
+            client.upgrade(&host, port, &path, req).await
+        }
+        _ => {
+            let path = format!("/portForward/{ns_e}/{pod_e}");
+            client.upgrade(&host, port, &path, req).await
+        }
+    }
+}
+
+/// Percent-encodes a path segment or query value (RFC 3986 unreserved characters stay).
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The create-only resources: access reviews, whoami, and the `bindings` resource.

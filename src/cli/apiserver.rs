@@ -52,6 +52,15 @@ pub struct ApiServerArgs {
     /// Issuer written into service-account tokens (the first) and accepted; repeatable.
     #[arg(long)]
     pub service_account_issuer: Vec<String>,
+    /// Client certificate for connections to kubelets (logs, exec, attach, port-forward).
+    #[arg(long, requires_all = ["kubelet_client_key", "kubelet_certificate_authority"])]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    /// Key of --kubelet-client-certificate.
+    #[arg(long, requires = "kubelet_client_certificate")]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// CA bundle kubelets' serving certificates are checked against.
+    #[arg(long, requires = "kubelet_client_certificate")]
+    pub kubelet_certificate_authority: Option<PathBuf>,
 }
 
 pub fn run(a: ApiServerArgs) -> anyhow::Result<ExitCode> {
@@ -72,6 +81,20 @@ pub fn run(a: ApiServerArgs) -> anyhow::Result<ExitCode> {
         service_account_key_files: a.service_account_key_file,
         service_account_signing_key_file: a.service_account_signing_key_file,
         service_account_issuers: a.service_account_issuer,
+        kubelet_client: match (
+            a.kubelet_client_certificate,
+            a.kubelet_client_key,
+            a.kubelet_certificate_authority,
+        ) {
+            (Some(certificate), Some(key), Some(certificate_authority)) => {
+                Some(server::KubeletClientFiles {
+                    certificate,
+                    key,
+                    certificate_authority,
+                })
+            }
+            _ => None,
+        },
     };
     super::runtime()?.block_on(server::serve(cfg, super::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)

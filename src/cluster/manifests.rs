@@ -207,6 +207,12 @@ pub fn manifest(component: &str, profile: &Profile, cfg: &ClusterConfig) -> serd
                 ]);
             }
             cmd.extend([
+                format!("--kubelet-certificate-authority={}", p("ca.crt")),
+                format!(
+                    "--kubelet-client-certificate={}",
+                    p("apiserver-kubelet-client.crt")
+                ),
+                format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
                 format!("--secure-port={port}"),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
                 format!("--service-account-key-file={}", p("sa.pub")),

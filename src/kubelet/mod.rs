@@ -30,6 +30,8 @@
 //!   trait.
 //! - [`prober`]: exec/httpGet/tcpSocket/grpc probes, the per-container probe workers
 //!   (thresholds, startup gating, `Unhealthy`/`Killing` events) and postStart/preStop handlers.
+//! - [`streaming`]: the kubelet's streaming server — container logs, exec, attach and
+//!   port-forward over SPDY/3.1 and WebSocket, which the API server proxies `kubectl` to.
 //!
 //! [`run`] ties them together: the pods bound to the node come from a watch on the API server
 //! (field selector `spec.nodeName`), container changes from Docker's event stream (the
@@ -45,6 +47,7 @@ pub mod pod_worker;
 pub mod prober;
 pub mod runtime;
 pub mod status;
+pub mod streaming;
 pub mod tar;
 pub mod volumes;
 

@@ -183,8 +183,48 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         workers: Mutex::new(HashMap::new()),
     });
     tokio::spawn(docker_events(manager.clone()));
+
+    // The streaming server (logs, exec, attach, port-forward), which the API server proxies to.
+    let streaming = match (
+        &opts.tls_cert_file,
+        &opts.tls_private_key_file,
+        &opts.client_ca_file,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let addr: std::net::SocketAddr = format!("{}:{}", opts.address, opts.port)
+                .parse()
+                .map_err(|e| {
+                    anyhow::anyhow!("--address {} --port {}: {e}", opts.address, opts.port)
+                })?;
+            let server = super::streaming::serve(
+                super::streaming::ServerOptions {
+                    addr,
+                    tls_cert_file: cert.clone(),
+                    tls_private_key_file: key.clone(),
+                    client_ca_file: ca.clone(),
+                    node_name: spec.name.clone(),
+                    container_labels: vec![(labels::CLUSTER.to_string(), opts.pod_network.clone())],
+                },
+                engine.clone(),
+                std::future::pending(),
+            );
+            tokio::spawn(server)
+        }
+        _ => {
+            tracing::warn!(
+                "no --tls-cert-file/--tls-private-key-file/--client-ca-file: the streaming server \
+                 (logs, exec, attach, port-forward) is off"
+            );
+            tokio::spawn(std::future::pending())
+        }
+    };
     tokio::select! {
         r = manager.clone().watch_pods() => r,
+        r = streaming => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.context("the kubelet's streaming server")),
+            Err(e) => Err(anyhow::anyhow!("the kubelet's streaming server: {e}")),
+        },
         _ = crate::cli::shutdown_signal() => {
             tracing::info!("kubelet stopping; its pods keep running");
             Ok(())
