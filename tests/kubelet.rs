@@ -157,7 +157,7 @@ fn attempt_times(net: &str, pod_name: &str) -> Vec<(u32, f64)> {
         };
         v.push((attempt, started.as_millisecond() as f64 / 1000.0));
     }
-    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.sort_by_key(|a| a.0);
     v
 }
 
