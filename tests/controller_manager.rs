@@ -2,7 +2,7 @@
 //! (replica sets, pods, owner references, the hash label, scaling, rolling updates,
 //! `rollout status`, `rollout undo`), replica set adoption and release, the garbage collector
 //! (background, foreground and orphan deletion), namespace deletion, jobs, cron jobs, service
-//! accounts and endpoints.
+//! accounts, the root CA configMap and endpoints.
 //!
 //! There is no kubelet yet, so pods stay Pending; [`fake_kubelet`] stands in for the kubelet by
 //! writing pod status (Running, Ready, a pod IP, or Succeeded/Failed) through the API.
@@ -45,6 +45,8 @@ impl ControllerManager {
                 "--secure-port",
                 &common::free_port().to_string(),
                 "--leader-elect=true",
+                "--root-ca-file",
+                c.pki().ca_cert.to_str().expect("utf-8 path"),
                 "--log-level",
                 "info,minik=trace",
             ])
@@ -478,6 +480,53 @@ fn namespace_deletion_empties_and_removes_it() {
     assert!(e.items(&["configmaps", "-n", "doomed"]).is_empty());
 }
 
+/// The root CA publisher: `kube-root-ca.crt` in the namespace holds the `--root-ca-file` bundle
+/// with the real description, comes back when deleted, and has its data put back when edited.
+fn root_ca_config_map_is_published_and_kept(e: &Env, ns: &str) {
+    let ca = fs::read_to_string(&e.c.pki().ca_cert).expect("ca.crt");
+    let published = |e: &Env| {
+        let out = e.k.run(&[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-n",
+            ns,
+            "-o",
+            "json",
+        ]);
+        let cm: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (cm["data"]["ca.crt"] == ca.as_str()).then_some(cm)
+    };
+    let cm = e.wait("kube-root-ca.crt in the new namespace", || published(e));
+    assert_eq!(
+        cm["metadata"]["annotations"]["kubernetes.io/description"],
+        "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.",
+        "{cm}"
+    );
+    assert_eq!(cm["data"].as_object().map(|d| d.len()), Some(1), "{cm}");
+    let uid = cm["metadata"]["uid"].clone();
+    // Deleted: recreated (a new object).
+    e.k.ok(&["delete", "configmap", "kube-root-ca.crt", "-n", ns]);
+    e.wait("kube-root-ca.crt recreated", || {
+        published(e).filter(|cm| cm["metadata"]["uid"] != uid)
+    });
+    // Edited: the data is put back, other changes stay.
+    e.k.ok(&[
+        "patch",
+        "configmap",
+        "kube-root-ca.crt",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"edited":"yes"}},"data":{"ca.crt":"PEM","extra":"x"}}"#,
+    ]);
+    let cm = e.wait("kube-root-ca.crt's data put back", || {
+        published(e).filter(|cm| cm["data"].as_object().map(|d| d.len()) == Some(1))
+    });
+    assert_eq!(cm["metadata"]["labels"]["edited"], "yes", "{cm}");
+}
+
 #[test]
 fn service_accounts_endpoints_and_endpoint_slices() {
     let e = setup();
@@ -488,6 +537,7 @@ fn service_accounts_endpoints_and_endpoint_slices() {
             .success()
             .then_some(())
     });
+    root_ca_config_map_is_published_and_kept(&e, "team");
     let mut d = deployment("api", 2, "nginx");
     d["spec"]["template"]["spec"]["containers"][0]["ports"] =
         json!([{"name": "http", "containerPort": 8080}]);

@@ -686,17 +686,28 @@ async fn api_backed_volumes_and_env_on_a_real_cluster() {
     .await
     .expect("service account");
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    // The root CA configMap (kube-controller-manager's root-ca-cert-publisher publishes it in
-    // a kubeadm cluster); create it unless something already did.
-    let ca = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some("kube-root-ca.crt".into()),
-            ..Default::default()
-        },
-        data: Some([("ca.crt".to_string(), "PEM".to_string())].into()),
-        ..Default::default()
-    };
-    let _ = cms.create(&pp, &ca).await;
+    // The root CA configMap: kube-controller-manager's root-ca-cert-publisher publishes the
+    // profile's CA in every namespace.
+    let ca = std::fs::read_to_string(lab.profile_dir("kmod").join("pki/ca.crt")).expect("ca");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let published = cms
+            .get_opt("kube-root-ca.crt")
+            .await
+            .expect("get configmap");
+        if published
+            .and_then(|c| c.data)
+            .and_then(|d| d.get("ca.crt").cloned())
+            == Some(ca.clone())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kube-root-ca.crt not published in {ns}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let settings = ConfigMap {
         metadata: ObjectMeta {
             name: Some("settings".into()),
@@ -780,10 +791,7 @@ async fn api_backed_volumes_and_env_on_a_real_cluster() {
         std::fs::read_to_string(dir.join("namespace")).expect("ns"),
         "kmod"
     );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("ca.crt")).expect("ca"),
-        "PEM"
-    );
+    assert_eq!(std::fs::read_to_string(dir.join("ca.crt")).expect("ca"), ca);
     let mounts = volumes.mounts_for(&spec.containers[0]).expect("mounts");
     assert_eq!(
         mounts[0].target.as_deref(),

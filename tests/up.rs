@@ -71,6 +71,26 @@ fn up_runs_the_control_plane_as_static_pods() {
     }
     lab.kubectl_ok(ctx, &["get", "service", "kubernetes"]);
     lab.kubectl_ok(ctx, &["get", "endpoints", "kubernetes"]);
+    // The root CA publisher runs with kubeadm's --root-ca-file: every namespace gets the
+    // profile's CA as the configMap kube-root-ca.crt.
+    let ca = std::fs::read_to_string(lab.profile_dir("one").join("pki/ca.crt")).unwrap();
+    lab.wait_for(
+        "kube-root-ca.crt in default",
+        Duration::from_secs(30),
+        || {
+            let out = lab.kubectl(
+                ctx,
+                &[
+                    "get",
+                    "configmap",
+                    "kube-root-ca.crt",
+                    "-o",
+                    "jsonpath={.data.ca\\.crt}",
+                ],
+            );
+            out.status.success() && String::from_utf8_lossy(&out.stdout) == ca
+        },
+    );
 
     // ps shows the components under their Kubernetes names.
     let procs = lab.processes();

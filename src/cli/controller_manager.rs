@@ -34,6 +34,11 @@ pub struct ControllerManagerArgs {
     /// Controllers to enable: '*' (all), 'foo' (enable), '-foo' (disable); comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
+    /// If set, this root certificate authority will be included in service account's token
+    /// secret (here: published in every namespace as the configMap kube-root-ca.crt). This must
+    /// be a valid PEM-encoded CA bundle.
+    #[arg(long)]
+    pub root_ca_file: Option<PathBuf>,
     /// The IP address the health endpoints listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind_address: String,
@@ -112,6 +117,7 @@ pub fn run(a: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
         node_startup_grace_period: a.node_startup_grace_period,
         terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
         controllers: a.controllers,
+        root_ca_file: a.root_ca_file.filter(|p| !p.as_os_str().is_empty()),
         bind_address: a.bind_address,
         secure_port: a.secure_port,
         concurrent_deployment_syncs: a.concurrent_deployment_syncs,

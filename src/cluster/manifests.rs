@@ -252,6 +252,7 @@ pub fn manifest(component: &str, profile: &Profile, cfg: &ClusterConfig) -> serd
                     "--controllers=*".to_string(),
                     format!("--kubeconfig={conf}"),
                     "--leader-elect=true".to_string(),
+                    format!("--root-ca-file={}", p("ca.crt")),
                     format!("--secure-port={port}"),
                 ],
                 json!({

@@ -47,6 +47,8 @@ where
     writer: Mutex<Option<reflector::store::Writer<K>>>,
     handlers: Mutex<Vec<Handler<K>>>,
     api: Api<K>,
+    /// The list and watch options (a field selector for informers over some objects only).
+    config: watcher::Config,
     /// True once the first list is in the cache. (kube-runtime's `wait_until_ready` wakes only
     /// one of several waiters, so readiness is tracked here.)
     ready: tokio::sync::watch::Sender<bool>,
@@ -65,6 +67,21 @@ where
             writer: Mutex::new(Some(writer)),
             handlers: Mutex::new(Vec::new()),
             api: Api::all(client),
+            config: watcher::Config::default(),
+            ready: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    /// An informer over all namespaces, of the objects matching a field selector only (e.g.
+    /// `metadata.name=kube-root-ca.crt`: one configMap per namespace, not all of them).
+    pub fn with_fields(client: Client, fields: &str) -> Arc<Self> {
+        let (store, writer) = reflector::store();
+        Arc::new(Informer {
+            store,
+            writer: Mutex::new(Some(writer)),
+            handlers: Mutex::new(Vec::new()),
+            api: Api::all(client),
+            config: watcher::Config::default().fields(fields),
             ready: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -80,6 +97,7 @@ where
             writer: Mutex::new(Some(writer)),
             handlers: Mutex::new(Vec::new()),
             api: Api::namespaced(client, namespace),
+            config: watcher::Config::default(),
             ready: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -114,7 +132,7 @@ where
         };
         let me = self.clone();
         tokio::spawn(async move {
-            let stream = watcher(me.api.clone(), watcher::Config::default()).default_backoff();
+            let stream = watcher(me.api.clone(), me.config.clone()).default_backoff();
             futures_util::pin_mut!(stream);
             // Objects of a (re)list are handed to the handlers once the whole list is in the
             // cache, so that a handler never reads a half-filled cache.

@@ -12,6 +12,8 @@
 //!   foreground and orphan deletion;
 //! - [`namespace`]: empties a namespace being deleted, then lets it go;
 //! - [`serviceaccount`]: a `default` service account in every namespace;
+//! - [`root_ca_publisher`]: the `kube-root-ca.crt` configMap (the cluster CA) in every
+//!   namespace;
 //! - [`endpoints`] and [`endpointslice`]: the addresses of the ready pods behind each service;
 //! - [`daemonset`]: one pod per eligible node (rolling update, OnDelete);
 //! - [`statefulset`]: pods with stable names and ordinals, created and removed in order, with
@@ -53,6 +55,7 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod podgc;
 pub mod replicaset;
+pub mod root_ca_publisher;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
@@ -69,7 +72,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
@@ -90,6 +93,9 @@ pub struct Config {
     pub terminated_pod_gc_threshold: i64,
     /// `--controllers`: `*` (all on by default), `name` (on), `-name` (off).
     pub controllers: Vec<String>,
+    /// `--root-ca-file`: the cluster CA bundle published in every namespace as the configMap
+    /// `kube-root-ca.crt` (none: the root-ca-cert-publisher does not run).
+    pub root_ca_file: Option<PathBuf>,
     pub bind_address: String,
     pub secure_port: u16,
     pub concurrent_deployment_syncs: usize,
@@ -112,6 +118,10 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("garbage-collector-controller", "garbagecollector"),
     ("namespace-controller", "namespace"),
     ("serviceaccount-controller", "serviceaccount"),
+    (
+        "root-ca-certificate-publisher-controller",
+        "root-ca-cert-publisher",
+    ),
     ("endpoints-controller", "endpoint"),
     ("endpointslice-controller", "endpointslice"),
     ("daemonset-controller", "daemonset"),
@@ -166,6 +176,8 @@ pub struct Informers {
     pub statefulsets: Arc<Informer<StatefulSet>>,
     pub controllerrevisions: Arc<Informer<ControllerRevision>>,
     pub persistentvolumeclaims: Arc<Informer<PersistentVolumeClaim>>,
+    /// The configMaps named `kube-root-ca.crt` only (the root CA publisher's).
+    pub root_ca_configmaps: Arc<Informer<ConfigMap>>,
     /// The node heartbeats: Leases in `kube-node-lease` only.
     pub node_leases: Arc<Informer<Lease>>,
 }
@@ -188,6 +200,10 @@ impl Informers {
             statefulsets: Informer::new(client.clone()),
             controllerrevisions: Informer::new(client.clone()),
             persistentvolumeclaims: Informer::new(client.clone()),
+            root_ca_configmaps: Informer::with_fields(
+                client.clone(),
+                &format!("metadata.name={}", root_ca_publisher::CONFIG_MAP),
+            ),
             node_leases: Informer::namespaced(client.clone(), "kube-node-lease"),
         }
     }
@@ -208,6 +224,7 @@ impl Informers {
         self.statefulsets.start();
         self.controllerrevisions.start();
         self.persistentvolumeclaims.start();
+        self.root_ca_configmaps.start();
         self.node_leases.start();
     }
 }
@@ -237,6 +254,7 @@ impl Ctx {
         self.inf.statefulsets.synced().await;
         self.inf.controllerrevisions.synced().await;
         self.inf.persistentvolumeclaims.synced().await;
+        self.inf.root_ca_configmaps.synced().await;
         self.inf.node_leases.synced().await;
     }
 }
@@ -270,7 +288,7 @@ pub async fn run(
             inf: Informers::new(&client),
             config: config.clone(),
         });
-        start_controllers(&ctx);
+        start_controllers(&ctx)?;
         ctx.inf.start();
         let c = ctx.clone();
         tokio::spawn(async move {
@@ -285,8 +303,21 @@ pub async fn run(
     }
 }
 
-fn start_controllers(ctx: &Arc<Ctx>) {
+fn start_controllers(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     let c = &ctx.config;
+    let mut enabled: Vec<&str> = CONTROLLERS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| c.enabled(n))
+        .collect();
+    // A CA file that cannot be read stops the process before any controller starts, as
+    // kube-controller-manager's "error starting controllers".
+    let root_ca = match &c.root_ca_file {
+        Some(path) if c.enabled("root-ca-certificate-publisher-controller") => {
+            Some(root_ca_publisher::read_ca(path)?)
+        }
+        _ => None,
+    };
     if c.enabled("replicaset-controller") {
         replicaset::start(ctx, c.concurrent_replicaset_syncs);
     }
@@ -301,6 +332,18 @@ fn start_controllers(ctx: &Arc<Ctx>) {
     }
     if c.enabled("serviceaccount-controller") {
         serviceaccount::start(ctx, c.concurrent_serviceaccount_syncs);
+    }
+    if c.enabled("root-ca-certificate-publisher-controller") {
+        match root_ca {
+            Some(ca) => root_ca_publisher::start(ctx, ca),
+            None => {
+                tracing::warn!(
+                    controller = "root-ca-certificate-publisher-controller",
+                    "not starting the root CA publisher: no --root-ca-file"
+                );
+                enabled.retain(|n| *n != "root-ca-certificate-publisher-controller");
+            }
+        }
     }
     if c.enabled("endpoints-controller") {
         endpoints::start(ctx, c.concurrent_service_endpoint_syncs);
@@ -332,10 +375,6 @@ fn start_controllers(ctx: &Arc<Ctx>) {
     if c.enabled("ttl-after-finished-controller") {
         ttl_after_finished::start(ctx, c.concurrent_ttl_after_finished_syncs);
     }
-    let enabled: Vec<&str> = CONTROLLERS
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| c.enabled(n))
-        .collect();
     tracing::info!(controllers = ?enabled, "started controllers");
+    Ok(())
 }
