@@ -569,3 +569,193 @@ fn a_stopped_node_goes_not_ready_and_its_pods_move() {
     assert!(containers(&net).is_empty());
     assert!(!network_exists(&net));
 }
+
+/// The real kubectl of a version (`kubectl.1.27` … beside the `kubectl` on PATH).
+fn kubectl_of(lab: &Lab, version: &str) -> std::process::Command {
+    let kubectl = std::fs::canonicalize(
+        std::env::var_os("PATH")
+            .and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("kubectl"))
+                    .find(|k| k.exists())
+            })
+            .expect("kubectl on PATH (it is never skipped)"),
+    )
+    .unwrap();
+    let bin = kubectl.parent().unwrap().join(format!("kubectl.{version}"));
+    assert!(bin.exists(), "{} is missing", bin.display());
+    lab.cmd(bin.to_str().unwrap())
+}
+
+const LIVENESS: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: live}
+spec:
+  containers:
+  - name: app
+    image: minik/busybox:1.0
+    command: [sh, -c, 'sleep 3600']
+    livenessProbe:
+      exec: {command: ['false']}
+      periodSeconds: 1
+      failureThreshold: 1
+";
+
+#[test]
+fn exec_logs_port_forward_volumes_and_probes_on_a_real_node() {
+    let lab = Lab::new();
+    let profile = "kv";
+    up(
+        &lab,
+        profile,
+        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nnodes: 1\n",
+    );
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/pod-probes-volumes.yaml"
+    ))
+    .unwrap();
+    apply(&lab, profile, "lab.yaml", &example);
+    apply(&lab, profile, "live.yaml", LIVENESS);
+    lab.wait_for("lab Running and Ready (probes pass)", WAIT, || {
+        let p = pod(&lab, profile, "lab");
+        p["status"]["phase"] == "Running"
+            && p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    });
+    let ca = std::fs::read_to_string(lab.profile_dir(profile).join("pki/ca.crt")).unwrap();
+    for version in ["1.27", "1.33"] {
+        let run = |args: &[&str]| {
+            let out = kubectl_of(&lab, version)
+                .args(["--context", &ctx(profile)])
+                .args(args)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let cat = |path: &str| {
+            let (code, out, err) = run(&["exec", "lab", "-c", "shell", "--", "cat", path]);
+            assert_eq!(code, Some(0), "kubectl {version} exec cat {path}: {err}");
+            out
+        };
+        assert_eq!(cat("/etc/lab/config/greeting"), "hello from a configMap");
+        assert!(cat("/etc/lab/config/conf/settings.ini").contains("color = blue"));
+        assert_eq!(cat("/etc/lab/secret/password"), "not-a-real-password");
+        let labels = cat("/etc/podinfo/labels");
+        assert!(labels.contains("app=\"lab\""), "{labels}");
+        assert_eq!(cat("/etc/podinfo/cpu_limit_millicores"), "100");
+        assert_eq!(cat("/var/run/secrets/tokens/namespace"), "default");
+        assert_eq!(cat("/var/run/secrets/tokens/ca.crt"), ca);
+        assert_eq!(
+            cat("/var/run/secrets/tokens/token").split('.').count(),
+            3,
+            "a JWT"
+        );
+        assert_eq!(
+            cat("/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
+            "default"
+        );
+        assert_eq!(
+            cat("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+            ca
+        );
+        // Exit codes and both output streams.
+        let (code, out, err) = run(&[
+            "exec",
+            "lab",
+            "-c",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ]);
+        assert_eq!((code, out.as_str()), (Some(3), "out\n"), "{err}");
+        assert!(err.contains("err"), "{err}");
+        // The container's log (what the init container left in the emptyDir).
+        let (code, out, err) = run(&["logs", "lab", "-c", "shell"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(out.trim(), "prepared by lab");
+        // Port-forward to the echo container, then HTTP through it.
+        let mut pf = kubectl_of(&lab, version)
+            .args([
+                "--context",
+                &ctx(profile),
+                "port-forward",
+                "pod/lab",
+                ":8080",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        {
+            use std::io::BufRead as _;
+            let stdout = pf.stdout.take().unwrap();
+            let mut r = std::io::BufReader::new(stdout);
+            r.read_line(&mut first).unwrap();
+            pf.stdout = Some(r.into_inner());
+        }
+        // "Forwarding from 127.0.0.1:PORT -> 8080"
+        let port = first
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("kubectl {version} port-forward said {first:?}"))
+            .to_string();
+        let body = http_get_at(&format!("127.0.0.1:{port}"), "/through");
+        let _ = pf.kill();
+        let _ = pf.wait();
+        assert!(
+            body.contains("pod: lab") && body.contains("path: /through"),
+            "{body}"
+        );
+    }
+
+    // A failing liveness probe restarts the container (Unhealthy, then Killing).
+    lab.wait_for("live restarted twice", Duration::from_secs(120), || {
+        pod(&lab, profile, "live")["status"]["containerStatuses"][0]["restartCount"].as_u64()
+            >= Some(2)
+    });
+    let ev = lab.kubectl_ok(
+        &ctx(profile),
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=live",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(ev.contains("Liveness probe failed"), "{ev}");
+    assert!(
+        ev.contains("Container app failed liveness probe, will be restarted"),
+        "{ev}"
+    );
+    let net = network(&lab, profile);
+    lab.ok(&["delete", "--name", profile]);
+    assert!(containers(&net).is_empty());
+}
+
+fn http_get_at(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))
+        .expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}

@@ -476,11 +476,15 @@ async fn sync(shared: &Shared, pod: &Pod, mem: &mut Memory) -> anyhow::Result<Ne
             }
         }
     }
-    // Image and config failures retry after their back-off.
+    // Image and config failures retry after their back-off; a failed pull shows as
+    // ImagePullBackOff for the rest of it (a sync a second later says so).
     for b in mem.pulls.values() {
         if let Some(at) = b.blocks(now) {
             note_wake(at);
         }
+    }
+    if mem.waiting.values().any(|w| w.reason == "ErrImagePull") {
+        note_wake(Instant::now() + Duration::from_secs(1));
     }
 
     // Keep the newest and the previous container of each name (for `logs --previous`).
