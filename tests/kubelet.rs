@@ -741,7 +741,55 @@ fn exec_logs_port_forward_volumes_and_probes_on_a_real_node() {
         ev.contains("Container app failed liveness probe, will be restarted"),
         "{ev}"
     );
+    // A static pod from the node's manifest folder, shown by a mirror pod.
     let net = network(&lab, profile);
+    let manifests = lab
+        .profile_dir(profile)
+        .join("kubelet")
+        .join(profile)
+        .join("manifests");
+    std::fs::write(
+        manifests.join("web.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: echo, image: minik/echo:1.0}]\n",
+    )
+    .unwrap();
+    let mirror = format!("web-{profile}");
+    let mut first_uid = String::new();
+    lab.wait_for("the mirror pod Running with an IP", WAIT, || {
+        let p = pod(&lab, profile, &mirror);
+        first_uid = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string()
+    });
+    let p = pod(&lab, profile, &mirror);
+    assert!(
+        p["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string(),
+        "{p}"
+    );
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    assert!(http_get(&ip, "/static").contains(&format!("pod: {mirror}")));
+    let id = p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Deleting the mirror does not stop the static pod: a new mirror, the same container.
+    lab.kubectl_ok(&ctx(profile), &["delete", "pod", &mirror, "--wait=false"]);
+    lab.wait_for("a new mirror pod", WAIT, || {
+        let p = pod(&lab, profile, &mirror);
+        let uid = p["metadata"]["uid"].as_str().unwrap_or("");
+        !uid.is_empty()
+            && uid != first_uid
+            && p["metadata"]["deletionTimestamp"].is_null()
+            && p["status"]["containerStatuses"][0]["containerID"] == id.as_str()
+    });
+    // Removing the file stops it and removes the mirror.
+    std::fs::remove_file(manifests.join("web.yaml")).unwrap();
+    lab.wait_for("the static pod gone", Duration::from_secs(60), || {
+        lab.kubectl(&ctx(profile), &["get", "pod", &mirror])
+            .status
+            .code()
+            == Some(1)
+            && containers(&net).iter().all(|(n, _)| !n.contains(&mirror))
+    });
     lab.ok(&["delete", "--name", profile]);
     assert!(containers(&net).is_empty());
 }

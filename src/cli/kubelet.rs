@@ -60,6 +60,9 @@ pub struct KubeletArgs {
     /// Clients of the streaming server must present a certificate signed by this CA.
     #[arg(long)]
     pub client_ca_file: Option<PathBuf>,
+    /// A folder of static pod manifests this kubelet runs (each shown by a mirror pod).
+    #[arg(long)]
+    pub pod_manifest_path: Option<PathBuf>,
     /// The sandbox image.
     #[arg(long, default_value = "registry.k8s.io/pause:3.10")]
     pub pod_infra_container_image: String,
@@ -145,6 +148,7 @@ pub fn run(a: KubeletArgs) -> anyhow::Result<ExitCode> {
         tls_cert_file: a.tls_cert_file,
         tls_private_key_file: a.tls_private_key_file,
         client_ca_file: a.client_ca_file,
+        pod_manifest_path: a.pod_manifest_path,
     };
     super::runtime()?.block_on(kubelet::run(opts))?;
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,9 @@
 //! (`minik`), workers are `minik-m02`, `minik-m03`, …. Node *i* gets the pod range
 //! `<pod subnet>.i.0/24` and the kubelet port `ports.kubelet + i`. Each kubelet has its own
 //! client certificate (`system:node:<node>` in `system:nodes`, kubeconfig `kubelet-<node>.conf`)
-//! and a serving certificate for its streaming server signed by the cluster CA.
+//! and a serving certificate for its streaming server signed by the cluster CA. Its static pods
+//! (Docker containers, shown by mirror pods) are the manifests in
+//! `<state>/kubelet/<node>/manifests/`.
 
 use std::path::PathBuf;
 
@@ -177,6 +179,15 @@ pub fn unit(
         format!("--node-name={node}"),
         format!("--pod-cidr={}", pod_cidr(cfg, index)?),
         format!("--pod-network={}", network(profile, cfg)),
+        format!(
+            "--pod-manifest-path={}",
+            profile
+                .dir
+                .join("kubelet")
+                .join(&node)
+                .join("manifests")
+                .display()
+        ),
         format!("--port={port}"),
         format!("--profile={}", profile.name),
         format!(

@@ -16,6 +16,7 @@
 //! - [`pod_worker`]: one task per pod, the kubelet's `syncPod`: sandbox, init containers, app
 //!   containers, restart policy with CrashLoopBackOff, image pull policy with ErrImagePull /
 //!   ImagePullBackOff, graceful deletion; [`status`] computes what it reports;
+//! - [`static_pods`]: pods from manifest files (`--pod-manifest-path`) with their mirror pods;
 //! - [`events`]: the core/v1 Events the kubelet records (`Pulled`, `Created`, `Started`,
 //!   `Killing`, `BackOff`, …);
 //! - [`docker`], [`images`], [`tar`]: the connection to Docker (bollard, API version
@@ -46,6 +47,7 @@ pub mod node;
 pub mod pod_worker;
 pub mod prober;
 pub mod runtime;
+pub mod static_pods;
 pub mod status;
 pub mod streaming;
 pub mod tar;

@@ -17,6 +17,7 @@ use super::labels;
 use super::node::{self, NodeSpec};
 use super::pod_worker::{self, Handle, Shared};
 use super::runtime::{Cidr, Runtime};
+use super::static_pods;
 
 /// What `minik kubelet` is started with.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub struct Options {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_private_key_file: Option<PathBuf>,
     pub client_ca_file: Option<PathBuf>,
+    /// Static pods: a folder of Pod manifests run by this kubelet, with mirror pods.
+    pub pod_manifest_path: Option<PathBuf>,
 }
 
 /// Runs the kubelet until SIGTERM/SIGINT. Pods keep running when it stops: a restarted kubelet
@@ -57,6 +60,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             opts.root_dir.display()
         )
     })?;
+    if let Some(dir) = &opts.pod_manifest_path {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("creating --pod-manifest-path {}: {e}", dir.display()))?;
+    }
     let cluster_cidr = Cidr::parse(&opts.cluster_cidr)?;
     let pod_cidr = Cidr::parse(&opts.pod_cidr)?;
     if !cluster_cidr.contains(pod_cidr.addr) || pod_cidr.prefix < cluster_cidr.prefix {
@@ -181,7 +188,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let manager = Arc::new(Manager {
         shared,
         workers: Mutex::new(HashMap::new()),
+        statics: Mutex::new(HashSet::new()),
+        mirrors_changed: tokio::sync::Notify::new(),
     });
+    if let Some(dir) = opts.pod_manifest_path.clone() {
+        tokio::spawn(manager.clone().static_pods(dir));
+    }
     tokio::spawn(docker_events(manager.clone()));
 
     // The streaming server (logs, exec, attach, port-forward), which the API server proxies to.
@@ -236,6 +248,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 struct Manager {
     shared: Arc<Shared>,
     workers: Mutex<HashMap<String, Handle>>,
+    /// The uids of the static pods (their workers are not the watch's to remove).
+    statics: Mutex<HashSet<String>>,
+    /// A mirror pod was deleted: look at the static pods again now.
+    mirrors_changed: tokio::sync::Notify,
 }
 
 impl Manager {
@@ -243,13 +259,12 @@ impl Manager {
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
-        // Mirror pods stand for static pods the supervisor runs; they are not run again.
-        if pod
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
-        {
+        // Mirror pods stand for static pods (this kubelet's, or the control plane the
+        // supervisor runs); they are not run again. A deleted one is made again.
+        if static_pods::is_mirror(&pod) {
+            if pod.metadata.deletion_timestamp.is_some() {
+                self.mirrors_changed.notify_one();
+            }
             return;
         }
         let mut workers = self.workers.lock();
@@ -286,11 +301,12 @@ impl Manager {
                     self.upsert(pod);
                 }
                 Ok(Event::InitDone) => {
+                    let statics = self.statics.lock().clone();
                     let gone: Vec<String> = self
                         .workers
                         .lock()
                         .keys()
-                        .filter(|u| !listed.contains(*u))
+                        .filter(|u| !listed.contains(*u) && !statics.contains(*u))
                         .cloned()
                         .collect();
                     for uid in gone {
@@ -313,6 +329,38 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// Runs the static pods of `dir` (read every 20 s, the kubelet's file check frequency) and
+    /// keeps their mirror pods.
+    async fn static_pods(self: Arc<Self>, dir: PathBuf) {
+        loop {
+            let pods = static_pods::read(&dir, &self.shared.node);
+            let known: HashSet<String> = self.statics.lock().clone();
+            for uid in known.iter().filter(|u| !pods.contains_key(*u)) {
+                tracing::info!(uid, "static pod removed");
+                self.statics.lock().remove(uid);
+                self.remove(uid);
+            }
+            for (uid, pod) in &pods {
+                if !known.contains(uid) {
+                    tracing::info!(pod = ?pod.metadata.name, "static pod");
+                    self.statics.lock().insert(uid.clone());
+                    self.upsert(pod.clone());
+                }
+            }
+            if let Err(e) =
+                static_pods::sync_mirrors(&self.shared.client, &self.shared.node, &pods).await
+            {
+                tracing::warn!("mirror pods: {e:#}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(20)) => {}
+                _ = self.mirrors_changed.notified() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
     }
 
     /// Removes the containers of pods this node no longer has (deleted while the kubelet was
