@@ -51,8 +51,8 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
         t.row([
             what.to_string(),
             v.len().to_string(),
-            ms(percentile(&v, 0.50)),
-            ms(percentile(&v, 0.99)),
+            ms(percentile(&v, 50.0)),
+            ms(percentile(&v, 99.0)),
             ms(v.last().copied().unwrap_or_default()),
         ]);
     };
@@ -68,7 +68,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     println!("{}", t.render());
     let mut sorted = r.pods.clone();
     sorted.sort();
-    let (p50, p99) = (percentile(&sorted, 0.50), percentile(&sorted, 0.99));
+    let (p50, p99) = (percentile(&sorted, 50.0), percentile(&sorted, 99.0));
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     println!(
         "\nKubelet resident memory: {} with 20 pods, {} with {} pods.\n",
