@@ -39,6 +39,8 @@ fn apply(lab: &Lab, profile: &str, name: &str, yaml: &str) {
 }
 
 fn up(lab: &Lab, profile: &str, config: &str) {
+    // The images the pods use (`minik image build` is idempotent and locked).
+    lab.ok(&["image", "build"]);
     let cfg = lab.home.path().join(format!("{profile}.yaml"));
     std::fs::write(&cfg, config).unwrap();
     lab.ok(&[
@@ -307,28 +309,39 @@ fn pods_run_in_docker_and_report_their_state() {
         137
     );
 
-    // The absent image: ErrImagePull with Docker's reason, then ImagePullBackOff.
-    let mut seen = Vec::new();
-    lab.wait_for("ErrImagePull then ImagePullBackOff", WAIT, || {
+    // The absent image: ErrImagePull with Docker's reason (an event, and the status while it
+    // lasts), then ImagePullBackOff naming the error behind it.
+    lab.wait_for("ImagePullBackOff", WAIT, || {
         let p = pod(&lab, profile, "absent");
-        let r = waiting_reason(&p);
-        if r == "ErrImagePull" {
-            let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            assert!(
-                msg.starts_with(
-                    "Failed to pull image \"minik/absent:1.0\": Error response from daemon: "
-                ),
-                "{msg}"
-            );
-        }
-        if !r.is_empty() && seen.last() != Some(&r) {
-            seen.push(r);
-        }
-        seen.contains(&"ErrImagePull".to_string()) && seen.contains(&"ImagePullBackOff".to_string())
+        waiting_reason(&p) == "ImagePullBackOff"
     });
+    let p = pod(&lab, profile, "absent");
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.starts_with("Back-off pulling image \"minik/absent:1.0\": ErrImagePull: Error response from daemon: "),
+        "{msg}"
+    );
+    let events = lab.kubectl_ok(
+        &ctx(profile),
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=absent",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(events.contains("Error: ErrImagePull"), "{events}");
+    assert!(
+        events.contains(
+            "Failed to pull image \\\"minik/absent:1.0\\\": Error response from daemon: "
+        ),
+        "{events}"
+    );
 
     // The crash loop: restarts with a growing back-off (10 s, then 20 s).
     lab.wait_for("crash restarted 3 times", Duration::from_secs(120), || {

@@ -148,9 +148,26 @@ impl Drop for Guard {
 }
 
 async fn engine() -> Engine {
-    Engine::connect()
+    let engine = Engine::connect()
         .await
-        .expect("the Docker daemon must be running")
+        .expect("the Docker daemon must be running");
+    // The images come from `minik image build` (idempotent, locked against parallel builds).
+    let mut missing = false;
+    for image in [BUSYBOX, ECHO] {
+        missing |= engine.docker.inspect_image(image).await.is_err();
+    }
+    if missing {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_minik"))
+            .args(["image", "build"])
+            .output()
+            .expect("run minik image build");
+        assert!(
+            out.status.success(),
+            "minik image build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    engine
 }
 
 /// `docker exec` as `user`: (exit code, output).

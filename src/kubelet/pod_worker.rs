@@ -95,6 +95,8 @@ struct Memory {
     restarts: HashMap<String, Backoff>,
     /// Image pull back-off per image.
     pulls: HashMap<String, Backoff>,
+    /// The last pull error per image (the ImagePullBackOff message repeats it).
+    pull_errors: HashMap<String, String>,
     /// Back-off after a sandbox could not be made.
     sandbox_retry: Option<Backoff>,
     /// Why a container waits (failed pull, config error …), per container name.
@@ -654,6 +656,11 @@ async fn ensure_image(shared: &Shared, pod: &Pod, c: &Container, mem: &mut Memor
         shared
             .recorder
             .pod(pod, Some(&c.name), Type::Normal, "BackOff", msg.clone());
+        // As kubelets since 1.30 word it: the back-off and the error behind it.
+        let msg = match mem.pull_errors.get(&image) {
+            Some(e) => format!("{msg}: ErrImagePull: {e}"),
+            None => msg,
+        };
         return fail(mem, "ImagePullBackOff", msg);
     }
     shared.recorder.pod(
@@ -675,6 +682,7 @@ async fn ensure_image(shared: &Shared, pod: &Pod, c: &Container, mem: &mut Memor
         Err(e) => {
             let prev = mem.pulls.get(&image).copied();
             mem.pulls.insert(image.clone(), Backoff::next(prev, now));
+            mem.pull_errors.insert(image.clone(), format!("{e:#}"));
             let msg = format!("Failed to pull image \"{image}\": {e:#}");
             shared
                 .recorder
