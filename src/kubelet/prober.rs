@@ -33,7 +33,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -588,7 +587,8 @@ async fn http_get_once(
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| format!("building the request: {e}"))?;
     if target.https {
-        let connector = tokio_rustls::TlsConnector::from(insecure_tls()?);
+        let connector =
+            tokio_rustls::TlsConnector::from(crate::component_base::tls::insecure_client()?);
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
             .map_err(|e| format!("{}: {e}", target.host))?;
         let tls = connector
@@ -646,66 +646,6 @@ where
     .await;
     driver.abort();
     result
-}
-
-/// A TLS client that accepts any server certificate, as the kubelet's HTTPS probes do.
-fn insecure_tls() -> Result<Arc<rustls::ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-#[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// One probe of one container: the kubelet's probe worker.
@@ -1147,6 +1087,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{ContainerPort, HTTPHeader};
     use std::collections::VecDeque;
+    use std::sync::Arc;
     use std::sync::Mutex;
 
     /// Returns scripted results per kind (Success when the script is empty).
