@@ -105,6 +105,8 @@ struct Memory {
     sent: Option<Value>,
     /// The sandbox's IP.
     pod_ip: Option<String>,
+    /// This sync started or stopped a container (its view of the containers is stale).
+    acted: bool,
     /// The pod's volumes, set up (again) at most every [`VOLUME_RESYNC`].
     vols: Option<(PodVolumes, Instant)>,
     /// The probe workers per container name, with the Docker container they probe.
@@ -242,6 +244,7 @@ async fn sync(shared: &Shared, pod: &Pod, mem: &mut Memory) -> anyhow::Result<Ne
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("Pending");
     let mut cs = rt.pod_containers(&uid).await?;
+    mem.acted = false;
     mem.start_time.get_or_insert_with(|| {
         pod.status
             .as_ref()
@@ -361,6 +364,7 @@ async fn sync(shared: &Shared, pod: &Pod, mem: &mut Memory) -> anyhow::Result<Ne
         .collect();
     for c in stale {
         rt.stop(&c.id, 0).await?;
+        mem.acted = true;
     }
 
     // Volumes before any container: a missing configMap or secret keeps them waiting.
@@ -451,6 +455,7 @@ async fn sync(shared: &Shared, pod: &Pod, mem: &mut Memory) -> anyhow::Result<Ne
                             format!("Container {} definition changed, will be restarted", c.name),
                         );
                         rt.stop(&cur.id, grace_seconds(pod)).await?;
+                        mem.acted = true;
                         start_container(shared, pod, c, cur.attempt + 1, &sandbox, mem).await;
                     }
                 }
@@ -489,8 +494,11 @@ async fn sync(shared: &Shared, pod: &Pod, mem: &mut Memory) -> anyhow::Result<Ne
         note_wake(Instant::now() + Duration::from_secs(1));
     }
 
-    // Keep the newest and the previous container of each name (for `logs --previous`).
-    cs = rt.pod_containers(&uid).await?;
+    // Keep the newest and the previous container of each name (for `logs --previous`); look
+    // again only when this sync started or stopped something.
+    if mem.acted {
+        cs = rt.pod_containers(&uid).await?;
+    }
     let mut by_name: HashMap<&str, Vec<&ContainerInfo>> = HashMap::new();
     for c in cs.iter().filter(|c| c.kind == Kind::Container) {
         by_name.entry(&c.name).or_default().push(c);
@@ -783,6 +791,7 @@ async fn start_container(
     sandbox: &ContainerInfo,
     mem: &mut Memory,
 ) {
+    mem.acted = true;
     if !ensure_image(shared, pod, c, mem).await {
         return;
     }
@@ -976,6 +985,7 @@ async fn probe(
     }
     if kill {
         stop_container(shared, pod, c, &cur.id).await?;
+        mem.acted = true;
         if let Some((_, p)) = mem.probes.get_mut(&c.name) {
             p.container_stopped();
         }

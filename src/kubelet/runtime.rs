@@ -475,16 +475,6 @@ impl Runtime {
     ) -> anyhow::Result<(String, String)> {
         let name = Runtime::docker_name(pod, labels::SANDBOX_CONTAINER_NAME, attempt);
         let docker = &self.engine.docker;
-        // A leftover of the same name (a create whose start failed): remove it first.
-        let _ = docker
-            .remove_container(
-                &name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
         for _ in 0..8 {
             let ip = if host_network {
                 None
@@ -526,14 +516,8 @@ impl Runtime {
                 }),
                 ..Default::default()
             };
-            let created = docker
-                .create_container(
-                    Some(CreateContainerOptions {
-                        name: Some(name.clone()),
-                        ..Default::default()
-                    }),
-                    body,
-                )
+            let created = self
+                .create_named(&name, body)
                 .await
                 .map_err(|e| anyhow::anyhow!("creating the pod sandbox: {}", message(&e)))?;
             match docker.start_container(&created.id, None).await {
@@ -578,16 +562,6 @@ impl Runtime {
         c: ContainerConfig,
     ) -> anyhow::Result<String> {
         let name = Runtime::docker_name(pod, &c.name, c.attempt);
-        let docker = &self.engine.docker;
-        let _ = docker
-            .remove_container(
-                &name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
         let mut l = self.pod_labels(pod, labels::TYPE_CONTAINER, &c.name, c.attempt);
         l.insert(labels::CONTAINER_HASH.to_string(), c.hash.clone());
         let body = ContainerCreateBody {
@@ -622,17 +596,44 @@ impl Runtime {
             }),
             ..Default::default()
         };
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name),
-                    ..Default::default()
-                }),
-                body,
-            )
+        let created = self
+            .create_named(&name, body)
             .await
             .map_err(|e| anyhow::anyhow!("{}", message(&e)))?;
         Ok(created.id)
+    }
+
+    /// Creates a container by name; a leftover of the same name (a create whose start failed,
+    /// an earlier kubelet's) is removed and the create tried once more.
+    async fn create_named(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<bollard::models::ContainerCreateResponse, bollard::errors::Error> {
+        let docker = &self.engine.docker;
+        let opts = || {
+            Some(CreateContainerOptions {
+                name: Some(name.to_string()),
+                ..Default::default()
+            })
+        };
+        match docker.create_container(opts(), body.clone()).await {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                let _ = docker
+                    .remove_container(
+                        name,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+                docker.create_container(opts(), body).await
+            }
+            other => other,
+        }
     }
 
     /// Starts a created container.
