@@ -18,8 +18,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 use tokio_rustls::TlsAcceptor;
 
@@ -138,41 +137,15 @@ fn build_openapi() -> (OpenApi, HashMap<(String, String), String>) {
 }
 
 fn tls_acceptor(cfg: &ApiServerConfig) -> anyhow::Result<TlsAcceptor> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.tls_cert_file)
-        .with_context(|| format!("--tls-cert-file {}", cfg.tls_cert_file.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--tls-cert-file {}", cfg.tls_cert_file.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.tls_private_key_file).with_context(|| {
-        format!(
-            "--tls-private-key-file {}",
-            cfg.tls_private_key_file.display()
-        )
-    })?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(&cfg.client_ca_file)
-        .with_context(|| format!("--client-ca-file {}", cfg.client_ca_file.display()))?
-    {
-        roots
-            .add(ca.with_context(|| format!("--client-ca-file {}", cfg.client_ca_file.display()))?)
-            .context("--client-ca-file: not a CA certificate")?;
-    }
     // Requests without a certificate are let through the handshake and answered 401, as
     // kube-apiserver does; a certificate from another CA fails the handshake.
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
+    crate::component_base::tls::serving_acceptor(
+        &cfg.tls_cert_file,
+        &cfg.tls_private_key_file,
+        &cfg.client_ca_file,
+        true,
+        &[b"h2", b"http/1.1"],
     )
-    .allow_unauthenticated()
-    .build()
-    .context("--client-ca-file")?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .context("--tls-cert-file/--tls-private-key-file do not form a key pair")?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
 fn user_of(cert: &CertificateDer<'_>) -> Option<User> {

@@ -32,8 +32,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
 use super::{logs, portforward, remotecommand, websocket};
@@ -142,40 +141,15 @@ pub async fn serve_on(
 }
 
 fn tls_acceptor(opts: &ServerOptions) -> anyhow::Result<TlsAcceptor> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&opts.tls_cert_file)
-        .with_context(|| format!("--tls-cert-file {}", opts.tls_cert_file.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--tls-cert-file {}", opts.tls_cert_file.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&opts.tls_private_key_file).with_context(|| {
-        format!(
-            "--tls-private-key-file {}",
-            opts.tls_private_key_file.display()
-        )
-    })?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(&opts.client_ca_file)
-        .with_context(|| format!("--client-ca-file {}", opts.client_ca_file.display()))?
-    {
-        roots
-            .add(ca.with_context(|| format!("--client-ca-file {}", opts.client_ca_file.display()))?)
-            .context("--client-ca-file: not a CA certificate")?;
-    }
-    // No certificate, or one from another CA: the handshake fails.
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
+    // No certificate, or one from another CA: the handshake fails. Upgrades (SPDY, WebSocket)
+    // need HTTP/1.1.
+    crate::component_base::tls::serving_acceptor(
+        &opts.tls_cert_file,
+        &opts.tls_private_key_file,
+        &opts.client_ca_file,
+        false,
+        &[b"http/1.1"],
     )
-    .build()
-    .context("--client-ca-file")?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .context("--tls-cert-file/--tls-private-key-file do not form a key pair")?;
-    // Upgrades (SPDY, WebSocket) need HTTP/1.1.
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
 /// The user a client certificate names: (CN, O…).
@@ -657,6 +631,8 @@ async fn pod_ip(docker: &Docker, sandbox_id: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
 
     #[test]
     fn queries_decode() {
