@@ -168,37 +168,7 @@ fn node_object(name: &str, class: &NodeClass, i: usize) -> Value {
 
 /// The conditions a healthy kubelet posts, stamped now.
 fn healthy_conditions() -> Value {
-    let now = jiff::Timestamp::now().to_string();
-    let cond = |t: &str, status: &str, reason: &str, message: &str| {
-        json!({"type": t, "status": status, "reason": reason, "message": message,
-               "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
-    json!([
-        cond(
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available"
-        ),
-        cond(
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure"
-        ),
-        cond(
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available"
-        ),
-        cond(
-            "Ready",
-            "True",
-            "KubeletReady",
-            "kubelet is posting ready status"
-        ),
-    ])
+    crate::kubelet::node::conditions(None, &Node::default())
 }
 
 fn heartbeat_stopped(n: &Node) -> bool {

@@ -104,8 +104,9 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
-/// The conditions: healthy, or Ready=False with `runtime_problem`.
-fn conditions(runtime_problem: Option<&str>, old: &Node) -> Value {
+/// The conditions a kubelet posts: healthy, or Ready=False with `runtime_problem`; a
+/// condition keeps its transition time from `old` while its status stays.
+pub fn conditions(runtime_problem: Option<&str>, old: &Node) -> Value {
     let now = now();
     let since = |t: &str, status: &str| -> String {
         old.status
