@@ -44,6 +44,7 @@ pub fn apply(r: &Resource, obj: &mut Value) {
         ("", "pods") => {
             if let Some(spec) = child(obj, "spec") {
                 pod_spec(spec);
+                requests_from_limits(spec);
             }
         }
         ("", "podtemplates") => {
@@ -264,6 +265,27 @@ pub fn pod_spec(spec: &mut Value) {
     }
 }
 
+/// `SetDefaults_Pod`: a container that sets a limit but no request for a resource requests its
+/// limit (pods only, not templates: the copy happens when the pod is made).
+fn requests_from_limits(spec: &mut Value) {
+    for list in ["containers", "initContainers"] {
+        for c in each(spec, list) {
+            let Some(resources) = child(c, "resources") else {
+                continue;
+            };
+            let Some(limits) = resources.get("limits").and_then(Value::as_object).cloned() else {
+                continue;
+            };
+            default(resources, "requests", json!({}));
+            if let Some(requests) = resources.get_mut("requests").and_then(Value::as_object_mut) {
+                for (k, v) in limits {
+                    requests.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
+}
+
 fn container(c: &mut Value) {
     let image = c["image"].as_str().unwrap_or("").to_string();
     default(c, "imagePullPolicy", json!(pull_policy(&image)));
@@ -367,6 +389,20 @@ mod tests {
         assert_eq!(spec["terminationGracePeriodSeconds"], 30);
         let c = &spec["containers"][0];
         assert_eq!(c["imagePullPolicy"], "Always");
+        assert!(c["resources"]["requests"].is_null());
+        // A limit without a request: the pod requests its limit; an explicit request stays.
+        let mut pod = json!({"spec": {"containers": [{"name": "c", "image": "x",
+            "resources": {"limits": {"cpu": "1", "nvidia.com/gpu": "1"}, "requests": {"cpu": "100m"}}}],
+            "initContainers": [{"name": "i", "image": "x", "resources": {"limits": {"memory": "1Gi"}}}]}});
+        apply(pods, &mut pod);
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"]["requests"],
+            json!({"cpu": "100m", "nvidia.com/gpu": "1"})
+        );
+        assert_eq!(
+            pod["spec"]["initContainers"][0]["resources"]["requests"],
+            json!({"memory": "1Gi"})
+        );
         assert_eq!(c["ports"][0]["protocol"], "TCP");
         assert_eq!(c["readinessProbe"]["periodSeconds"], 10);
         assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTP");
