@@ -150,7 +150,7 @@ pub fn run(a: KubeletArgs) -> anyhow::Result<ExitCode> {
         client_ca_file: a.client_ca_file,
         pod_manifest_path: a.pod_manifest_path,
     };
-    super::runtime()?.block_on(kubelet::run(opts))?;
+    super::node_runtime()?.block_on(kubelet::run(opts))?;
     Ok(ExitCode::SUCCESS)
 }
 

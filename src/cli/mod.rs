@@ -204,6 +204,18 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// A single-threaded tokio runtime for a node agent (the kubelet): one per node, so its memory
+/// counts N times. Its work is waiting on the API server and the Docker engine, which one thread
+/// does as well as two; each extra runtime thread would keep its own stack and allocator heap.
+/// File work (`tokio::fs`, volume writes) goes to a small blocking pool whose idle threads exit.
+pub(crate) fn node_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .build()?)
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
