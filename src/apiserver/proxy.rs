@@ -831,6 +831,150 @@ mod tests {
         assert_eq!(names, ["content-type"]);
     }
 
+    /// A front server that forwards every request to `backend` as `…/proxy` does.
+    async fn front(backend: SocketAddr) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service =
+                    hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                        let out = Outgoing {
+                            authority: backend.to_string(),
+                            prepend: "/api/v1/nodes/n/proxy",
+                            backend_path: "/x",
+                            path_and_query: "/x?q=1".to_string(),
+                        };
+                        let resp = match tokio::net::TcpStream::connect(backend).await {
+                            Ok(io) => forward(io, &out, req).await,
+                            Err(e) => Err(ApiError::internal(e.to_string())),
+                        };
+                        Ok::<_, Infallible>(resp.unwrap_or_else(|e| {
+                            let mut r = Response::new(Full::new(Bytes::from(e.message)).boxed());
+                            *r.status_mut() = StatusCode::from_u16(e.code)
+                                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                            r
+                        }))
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades(),
+                );
+            }
+        });
+        addr
+    }
+
+    /// Reads up to the end of an HTTP head.
+    async fn head(s: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(1) => buf.push(byte[0]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    #[tokio::test]
+    async fn answers_stream_back_and_upgrades_are_spliced() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let backend_addr = backend.local_addr().expect("addr");
+        let seen = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            // 1: a POST with a body, answered with a redirect to the backend itself.
+            let (mut s, _) = backend.accept().await.expect("accept");
+            let h = head(&mut s).await;
+            let mut body = [0u8; 3];
+            s.read_exact(&mut body).await.expect("the body");
+            heads.push(format!("{h}{}", String::from_utf8_lossy(&body)));
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://{backend_addr}/login\r\n\
+                 Access-Control-Allow-Origin: *\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nhi"
+            );
+            s.write_all(answer.as_bytes()).await.expect("write");
+            // 2: an upgrade, then an echo of the bytes.
+            let (mut s, _) = backend.accept().await.expect("accept");
+            heads.push(head(&mut s).await);
+            s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )
+            .await
+            .expect("write");
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.expect("read");
+            s.write_all(&buf).await.expect("write");
+            heads
+        });
+        let front = front(backend_addr).await;
+
+        let mut c = tokio::net::TcpStream::connect(front)
+            .await
+            .expect("connect");
+        c.write_all(
+            b"POST /api/v1/nodes/n/proxy/x?q=1 HTTP/1.1\r\nHost: front:6443\r\n\
+              Authorization: Bearer secret\r\nImpersonate-User: bob\r\nContent-Length: 3\r\n\r\nabc",
+        )
+        .await
+        .expect("write");
+        let h = head(&mut c).await;
+        assert!(h.starts_with("HTTP/1.1 302"), "{h}");
+        let lower = h.to_ascii_lowercase();
+        assert!(
+            lower.contains("location: /api/v1/nodes/n/proxy/login\r\n"),
+            "{h}"
+        );
+        assert!(lower.contains("x-kept: 1"), "{h}");
+        assert!(!lower.contains("access-control-allow-origin"), "{h}");
+        let mut body = [0u8; 2];
+        c.read_exact(&mut body).await.expect("the body");
+        assert_eq!(&body, b"hi");
+
+        let mut c = tokio::net::TcpStream::connect(front)
+            .await
+            .expect("connect");
+        c.write_all(
+            b"GET /api/v1/nodes/n/proxy/x?q=1 HTTP/1.1\r\nHost: front:6443\r\n\
+              Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let h = head(&mut c).await;
+        assert!(h.starts_with("HTTP/1.1 101"), "{h}");
+        c.write_all(b"ping").await.expect("write");
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).await.expect("the echo");
+        assert_eq!(&buf, b"ping");
+
+        let heads = seen.await.expect("the backend");
+        let post = &heads[0];
+        assert!(post.starts_with("POST /x?q=1 HTTP/1.1\r\n"), "{post}");
+        assert!(post.contains("Host: front:6443\r\n"), "{post}");
+        assert!(
+            post.contains("X-Forwarded-Uri: /api/v1/nodes/n/proxy/x\r\n"),
+            "{post}"
+        );
+        assert!(post.ends_with("\r\n\r\nabc"), "{post}");
+        let lower = post.to_ascii_lowercase();
+        assert!(
+            !lower.contains("authorization") && !lower.contains("impersonate"),
+            "{post}"
+        );
+        let upgrade = &heads[1];
+        assert!(upgrade.starts_with("GET /x?q=1 HTTP/1.1\r\n"), "{upgrade}");
+        assert!(upgrade.contains("Upgrade: websocket\r\n"), "{upgrade}");
+        assert!(upgrade.contains("Sec-Websocket-Key: k\r\n"), "{upgrade}");
+    }
+
     #[test]
     fn redirects_to_the_backend_go_through_the_proxy() {
         let prepend = "/api/v1/namespaces/default/pods/web:8080/proxy";
