@@ -300,6 +300,7 @@ fn streaming_through_the_apiserver_with_real_kubectl() {
         node_name: NODE.into(),
         // Only this run's containers (as the kubelet passes its cluster's label).
         container_labels: vec![(TEST_LABEL.into(), objs.prefix.clone())],
+        pods: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(minik::kubelet::streaming::serve_on(

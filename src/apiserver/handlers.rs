@@ -66,6 +66,8 @@ pub(super) fn parse_target(
         [res] => (*res, None, None),
         [res, name] => (*res, Some(name.to_string()), None),
         [res, name, sub] => (*res, Some(name.to_string()), Some(sub.to_string())),
+        // `…/<name>/proxy/<path>`: the rest is the path at the backend.
+        [res, name, "proxy", ..] => (*res, Some(name.to_string()), Some("proxy".to_string())),
         _ => return Err(not_found()),
     };
     let resource = resources::find(group, version, res).ok_or_else(not_found)?;
@@ -336,6 +338,9 @@ pub(super) async fn resource_request(
     t: Target,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    if t.subresource.as_deref() == Some("proxy") && t.name.is_some() {
+        return super::proxy::handle(ctx, user, &t, req).await;
+    }
     let q = query(&req);
     let table = req
         .headers()

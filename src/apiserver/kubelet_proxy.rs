@@ -1,5 +1,6 @@
 //! The API server's half of `pods/log`, `exec`, `attach` and `portforward`: proxying to the
-//! pod's kubelet, as kube-apiserver does.
+//! pod's kubelet, as kube-apiserver does (`nodes/proxy`, in [`super::proxy`], dials kubelets
+//! with the same client).
 //!
 //! The kubelet is found from the Node: its `status.addresses` (InternalIP, else Hostname) and
 //! `status.daemonEndpoints.kubeletEndpoint.Port` (10250 when unset). The API server connects
@@ -40,7 +41,7 @@ use super::status::ApiError;
 /// The kubelet's default port (kube-apiserver's `--kubelet-port`).
 pub const DEFAULT_KUBELET_PORT: u16 = 10250;
 
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Headers an upgrade request carries to the kubelet.
 const UPGRADE_HEADERS: &[&str] = &[
@@ -122,7 +123,7 @@ pub fn kubelet_address(node: &Value) -> (String, u16) {
     (host, port)
 }
 
-fn host_port(host: &str, port: u16) -> String {
+pub(super) fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -148,10 +149,11 @@ fn reason_of(code: u16) -> &'static str {
     }
 }
 
-type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+pub(super) type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 impl KubeletClient {
-    async fn dial(&self, host: &str, port: u16) -> Result<Tls, String> {
+    /// A TLS connection to the kubelet at `host:port`, or Go's wording of why not.
+    pub(super) async fn dial(&self, host: &str, port: u16) -> Result<Tls, String> {
         let addr = host_port(host, port);
         let tcp =
             match tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect((host, port)))
@@ -320,7 +322,7 @@ async fn read_limited(mut body: Incoming, limit: usize) -> Vec<u8> {
 }
 
 /// An I/O error worded as Go's syscall errors.
-fn io_text(e: &std::io::Error) -> String {
+pub(super) fn io_text(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
         std::io::ErrorKind::TimedOut => "connection timed out".to_string(),

@@ -27,6 +27,7 @@ pub mod kubelet_proxy;
 pub mod openapi;
 pub mod printers;
 pub mod protobuf;
+pub mod proxy;
 pub mod resources;
 pub mod selector;
 pub mod server;

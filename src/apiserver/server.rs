@@ -240,7 +240,7 @@ pub async fn serve(
     println!("ready to serve on https://{addr}");
     tokio::pin!(shutdown);
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -268,8 +268,10 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(user_of);
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let (ctx, user) = (ctx.clone(), user.clone());
+                // Proxied requests carry it on (`X-Forwarded-For`).
+                req.extensions_mut().insert(super::proxy::Peer(peer));
                 async move { Ok::<_, Infallible>(handle(&ctx, user.as_ref(), req).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -4,8 +4,8 @@
 //! - `pods/binding` (and the `bindings` resource): the scheduler's decision, setting
 //!   `spec.nodeName` once and the `PodScheduled` condition;
 //! - `pods/eviction`: a delete that respects PodDisruptionBudgets (`kubectl drain`);
-//! - `pods/log`, `exec`, `attach`, `portforward`, `proxy`: checked here (pod, container, node),
-//!   then served by the pod's kubelet;
+//! - `pods/log`, `exec`, `attach`, `portforward`: checked here (pod, container, node), then
+//!   served by the pod's kubelet (the `proxy` subresources are [`super::proxy`]'s);
 //! - `namespaces/<n>/finalize`: the namespace controller's last step;
 //! - SelfSubjectAccessReview, SelfSubjectRulesReview, SelfSubjectReview, SubjectAccessReview:
 //!   answered from the authorizer, never stored (`kubectl auth can-i`, `auth whoami`).
@@ -60,7 +60,7 @@ pub(super) async fn handle(
             let body = read_body(req).await?;
             finalize(ctx, t, name, &body).await
         }
-        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
+        ("log" | "exec" | "attach" | "portforward", _) => {
             pod_stream(ctx, t, name, sub, req, q).await
         }
         _ => Err(ApiError::method_not_allowed()),
@@ -485,7 +485,7 @@ async fn finalize(
     Ok(written(StatusCode::OK, obj, rev))
 }
 
-/// log / exec / attach / portforward / proxy: the pod, container and node checks of
+/// log / exec / attach / portforward: the pod, container and node checks of
 /// kube-apiserver, then the request is proxied to the pod's kubelet
 /// ([`super::kubelet_proxy`]).
 async fn pod_stream(
@@ -502,7 +502,7 @@ async fn pod_stream(
         .await
         .map_err(|e| storage_error(t, name, e))?;
     let obj = served(&stored)?;
-    if t.resource.name == "pods" && sub != "portforward" && sub != "proxy" {
+    if t.resource.name == "pods" && sub != "portforward" {
         let names: Vec<&str> = ["containers", "initContainers", "ephemeralContainers"]
             .iter()
             .flat_map(|l| obj["spec"][*l].as_array().into_iter().flatten())
@@ -538,7 +538,7 @@ async fn pod_stream(
             "pod {name} does not have a host assigned"
         )));
     }
-    if t.resource.name != "pods" || sub == "proxy" {
+    if t.resource.name != "pods" {
         return Err(ApiError::unavailable(format!(
             "{sub} of {} is not served by minik yet",
             t.resource.name

@@ -216,6 +216,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     client_ca_file: ca.clone(),
                     node_name: spec.name.clone(),
                     container_labels: vec![(labels::CLUSTER.to_string(), opts.pod_network.clone())],
+                    pods: {
+                        let manager = manager.clone();
+                        super::streaming::PodSource::new(move || manager.pods())
+                    },
                 },
                 engine.clone(),
                 std::future::pending(),
@@ -278,6 +282,15 @@ impl Manager {
             me.workers.lock().remove(&u);
         });
         workers.insert(uid, handle);
+    }
+
+    /// The pods the workers run (static pods included), as last seen.
+    fn pods(&self) -> Vec<Pod> {
+        self.workers
+            .lock()
+            .values()
+            .map(|h| h.pod.borrow().clone())
+            .collect()
     }
 
     fn remove(&self, uid: &str) {

@@ -12,7 +12,7 @@
 //!
 //! - [`server`]: HTTPS (rustls) that only accepts client certificates from the cluster CA, with
 //!   the real kubelet's paths (`/containerLogs/…`, `/exec/…`, `/attach/…`, `/portForward/…`,
-//!   `/healthz`), and the lookup of a pod's containers by their dockershim labels;
+//!   `/healthz`, `/pods`), and the lookup of a pod's containers by their dockershim labels;
 //! - [`logs`]: container logs (follow, tailLines, timestamps, previous, sinceSeconds/sinceTime,
 //!   limitBytes);
 //! - [`remotecommand`]: exec and attach — stdin, stdout, stderr, the error stream with its v4/v5
@@ -30,4 +30,4 @@ pub mod server;
 pub mod spdy;
 pub mod websocket;
 
-pub use server::{ServerOptions, serve, serve_on};
+pub use server::{PodSource, ServerOptions, serve, serve_on};

@@ -3,6 +3,8 @@
 //!
 //! Paths (the real kubelet's):
 //! - `GET /healthz`
+//! - `GET /pods`: the PodList of the pods this kubelet runs (what `kubectl get --raw
+//!   /api/v1/nodes/<node>/proxy/pods` shows)
 //! - `GET /containerLogs/{namespace}/{pod}/{container}?follow&tailLines&timestamps&previous&…`
 //! - `GET|POST /exec/{namespace}/{pod}[/{uid}]/{container}?command=…&input&output&error&tty`
 //! - `GET|POST /attach/{namespace}/{pod}[/{uid}]/{container}?input&output&error&tty`
@@ -32,6 +34,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::core::v1::Pod;
 use rustls::pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
@@ -55,6 +58,32 @@ pub struct ServerOptions {
     /// Labels (name, value) every served container must also carry besides the node's, e.g.
     /// the cluster's, so two profiles with a node of the same name stay apart.
     pub container_labels: Vec<(String, String)>,
+    /// The pods the kubelet runs (`GET /pods`); none when not given.
+    pub pods: PodSource,
+}
+
+/// Where `GET /pods` gets the kubelet's pods from (its pod manager).
+#[derive(Clone, Default)]
+pub struct PodSource(Option<Arc<dyn Fn() -> Vec<Pod> + Send + Sync>>);
+
+impl PodSource {
+    pub fn new(pods: impl Fn() -> Vec<Pod> + Send + Sync + 'static) -> PodSource {
+        PodSource(Some(Arc::new(pods)))
+    }
+
+    fn pods(&self) -> Vec<Pod> {
+        self.0.as_ref().map(|f| f()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for PodSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "PodSource(..)"
+        } else {
+            "PodSource(none)"
+        })
+    }
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -63,6 +92,7 @@ struct State {
     docker: Docker,
     node: String,
     container_labels: Vec<(String, String)>,
+    pods: PodSource,
 }
 
 /// Binds `opts.addr` and serves until `shutdown` resolves.
@@ -95,6 +125,7 @@ pub async fn serve_on(
         docker: engine.docker,
         node: opts.node_name.clone(),
         container_labels: opts.container_labels.clone(),
+        pods: opts.pods.clone(),
     });
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, node = %opts.node_name, "the kubelet's streaming server is listening");
@@ -251,7 +282,9 @@ async fn handle(state: &State, user: Option<&Identity>, req: Request<Incoming>) 
     }
     let q = query_pairs(req.uri().query().unwrap_or(""));
     let method_ok = matches!(*req.method(), Method::GET | Method::POST);
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
     match seg.as_slice() {
+        ["pods"] | ["pods", ""] if reading => pod_list(state),
         ["containerLogs", ns, pod, container] if *req.method() == Method::GET => {
             container_logs(state, ns, pod, container, &q).await
         }
@@ -269,6 +302,34 @@ async fn handle(state: &State, user: Option<&Identity>, req: Request<Incoming>) 
         }
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
+}
+
+/// `GET /pods`: a PodList of the kubelet's pods, sorted by namespace and name (the items
+/// without kind and apiVersion, as the kubelet's encoder leaves them).
+fn pod_list(state: &State) -> Response<Body> {
+    let mut pods = state.pods.pods();
+    pods.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let items: Vec<serde_json::Value> = pods
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("kind");
+                o.remove("apiVersion");
+            }
+            v
+        })
+        .collect();
+    let list =
+        serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items});
+    let mut r = Response::new(Full::new(Bytes::from(list.to_string())).boxed());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -809,6 +870,16 @@ mod tests {
             client_ca_file: pki.ca().cert.clone(),
             node_name: "node-1".into(),
             container_labels: vec![],
+            pods: PodSource::new(|| {
+                let pod = |ns: &str, name: &str| {
+                    serde_json::from_value::<Pod>(serde_json::json!({
+                        "metadata": {"namespace": ns, "name": name},
+                        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "i"}]},
+                    }))
+                    .expect("a pod")
+                };
+                vec![pod("lab", "b"), pod("default", "z"), pod("lab", "a")]
+            }),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_on(listener, opts, engine, async move {
@@ -824,7 +895,27 @@ mod tests {
             get(port, &ca, me, "/nope").await.map(|r| r.0),
             Ok(StatusCode::NOT_FOUND)
         );
+        // The kubelet's pods, sorted, as a PodList.
+        let (status, body) = get(port, &ca, me, "/pods").await.expect("GET /pods");
+        assert_eq!(status, StatusCode::OK);
+        let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(list["kind"], "PodList");
+        let names: Vec<String> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}/{}", p["metadata"]["namespace"], p["metadata"]["name"]))
+            .collect();
+        assert_eq!(
+            names,
+            ["\"default\"/\"z\"", "\"lab\"/\"a\"", "\"lab\"/\"b\""]
+        );
+        assert!(list["items"][0].get("kind").is_none(), "{body}");
         let them = Some((other.cert.as_path(), other.key.as_path()));
+        assert_eq!(
+            get(port, &ca, them, "/pods").await.map(|r| r.0),
+            Ok(StatusCode::FORBIDDEN)
+        );
         assert_eq!(
             get(port, &ca, them, "/containerLogs/default/p/c").await,
             Ok((
