@@ -44,6 +44,7 @@ pub fn apply(r: &Resource, obj: &mut Value) {
         ("", "pods") => {
             if let Some(spec) = child(obj, "spec") {
                 pod_spec(spec);
+                requests_from_limits(spec);
             }
         }
         ("", "podtemplates") => {
@@ -261,6 +262,26 @@ pub fn pod_spec(spec: &mut Value) {
     }
     for v in each(spec, "volumes") {
         volume(v);
+    }
+}
+
+/// A pod's containers that state limits but not requests request their limits (pods only,
+/// not templates: the real `SetDefaults_Pod`).
+fn requests_from_limits(spec: &mut Value) {
+    for field in ["containers", "initContainers"] {
+        for c in each(spec, field) {
+            let Some(limits) = c["resources"]["limits"].as_object().cloned() else {
+                continue;
+            };
+            if !c["resources"]["requests"].is_object() {
+                c["resources"]["requests"] = json!({});
+            }
+            if let Some(requests) = c["resources"]["requests"].as_object_mut() {
+                for (k, v) in limits {
+                    requests.entry(k).or_insert(v);
+                }
+            }
+        }
     }
 }
 
