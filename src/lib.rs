@@ -18,6 +18,8 @@
 //! - [`cluster`]: profiles, config, PKI, kubeconfigs, manifests and backups of a cluster on this machine.
 //! - [`controller_manager`]: kube-controller-manager, the control loops (replica sets, deployments,
 //!   garbage collection, namespaces, jobs, cron jobs, service accounts, endpoints).
+//! - [`quota`]: resource quota accounting shared by the API server's quota admission and the
+//!   controller-manager's quota controller.
 //! - [`cli`]: the command line — user verbs and component entry points of the multi-call binary.
 
 pub mod apiserver;
@@ -29,5 +31,6 @@ pub mod controller_manager;
 pub mod etcd;
 pub mod fake_kubelet;
 pub mod kubelet;
+pub mod quota;
 pub mod scheduler;
 pub mod supervisor;

@@ -617,6 +617,7 @@ pub(super) async fn create_object(
     if r.group.is_empty() && r.name == "pods" {
         priority_admission(ctx, &mut obj, &name).await?;
     }
+    super::quota::admit_create(ctx, t, &obj, &name, opts.dry_run).await?;
     if !opts.applying {
         obj = track(ctx, r, None, obj, &opts.manager, "");
     }

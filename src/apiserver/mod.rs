@@ -13,7 +13,8 @@
 //!   guarded by resourceVersion, paged lists with continue tokens, watches from a resourceVersion —
 //!   over the etcd v3 API only, so it runs on minik's store and on a real etcd alike;
 //! - [`printers`]: the `Table` kubectl prints, with the real columns;
-//! - [`status`]: `Status` errors as kubectl reads them; [`selector`]: label selectors.
+//! - [`status`]: `Status` errors as kubectl reads them; [`selector`]: label selectors;
+//! - [`quota`]: the ResourceQuota admission plugin (creates over a quota refused, usage charged).
 
 pub mod admission;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod openapi;
 pub mod printers;
 pub mod protobuf;
 pub mod proxy;
+pub mod quota;
 pub mod resources;
 pub mod selector;
 pub mod server;

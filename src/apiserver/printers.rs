@@ -1051,23 +1051,7 @@ fn more_cells(resource: &str, obj: &Value, now: i64) -> Option<Vec<Value>> {
         }
         "horizontalpodautoscalers" => {
             let target = &spec["scaleTargetRef"];
-            let targets: Vec<String> = spec["metrics"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| {
-                    let t = &m["resource"]["target"];
-                    let want = t["averageUtilization"]
-                        .as_i64()
-                        .map(|u| format!("{u}%"))
-                        .or_else(|| t["averageValue"].as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    format!(
-                        "{}: <unknown>/{want}",
-                        m["resource"]["name"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
+            let targets = hpa_metrics(spec, status);
             vec![
                 name,
                 json!(format!(
@@ -1075,19 +1059,28 @@ fn more_cells(resource: &str, obj: &Value, now: i64) -> Option<Vec<Value>> {
                     target["kind"].as_str().unwrap_or(""),
                     target["name"].as_str().unwrap_or("")
                 )),
-                none_if_empty(targets.join(", ")),
-                json!(spec["minReplicas"].as_i64().unwrap_or(1).to_string()),
+                json!(targets),
+                json!(
+                    spec["minReplicas"]
+                        .as_i64()
+                        .map_or("<unset>".to_string(), |m| m.to_string())
+                ),
                 json!(int(&spec["maxReplicas"])),
                 json!(int(&status["currentReplicas"])),
                 created,
             ]
         }
         "resourcequotas" => {
+            // From status (what the quota controller has seen), as the real printer.
             let pairs = |used: &Value, hard: &Value, limits: bool| {
                 hard.as_object()
                     .into_iter()
                     .flatten()
-                    .filter(|(k, _)| k.starts_with("limits.") == limits)
+                    .filter(|(k, _)| {
+                        let mut pieces = k.split('.');
+                        let first = pieces.next().unwrap_or("");
+                        (first == "limits" && pieces.next().is_some()) == limits
+                    })
                     .map(|(k, v)| {
                         format!(
                             "{k}: {}/{}",
@@ -1101,8 +1094,8 @@ fn more_cells(resource: &str, obj: &Value, now: i64) -> Option<Vec<Value>> {
             vec![
                 name,
                 created,
-                json!(pairs(&status["used"], &spec["hard"], false)),
-                json!(pairs(&status["used"], &spec["hard"], true)),
+                json!(pairs(&status["used"], &status["hard"], false)),
+                json!(pairs(&status["used"], &status["hard"], true)),
             ]
         }
         "controllerrevisions" => {
@@ -1127,6 +1120,84 @@ fn more_cells(resource: &str, obj: &Value, now: i64) -> Option<Vec<Value>> {
         }
         _ => return None,
     })
+}
+
+/// The TARGETS column (`formatHPAMetrics`): `cpu: <unknown>/50%` per metric, current values
+/// from `status.currentMetrics`, at most two then `+ N more...`.
+fn hpa_metrics(spec: &Value, status: &Value) -> String {
+    let Some(specs) = spec["metrics"].as_array().filter(|m| !m.is_empty()) else {
+        return "<none>".into();
+    };
+    let statuses = status["currentMetrics"].as_array();
+    let quantity = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let list: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let st = statuses.and_then(|s| s.get(i)).unwrap_or(&Value::Null);
+            let unknown = || "<unknown>".to_string();
+            match m["type"].as_str().unwrap_or("") {
+                t @ ("Resource" | "ContainerResource") => {
+                    let field = if t == "Resource" {
+                        "resource"
+                    } else {
+                        "containerResource"
+                    };
+                    let (src, cur) = (&m[field], &st[field]["current"]);
+                    let name = src["name"].as_str().unwrap_or("");
+                    if !src["target"]["averageValue"].is_null() {
+                        let now = if st[field].is_null() {
+                            unknown()
+                        } else {
+                            quantity(&cur["averageValue"])
+                        };
+                        format!("{name}: {now}/{}", quantity(&src["target"]["averageValue"]))
+                    } else {
+                        let now = cur["averageUtilization"]
+                            .as_i64()
+                            .map_or_else(unknown, |u| format!("{u}%"));
+                        let want = src["target"]["averageUtilization"]
+                            .as_i64()
+                            .map_or("<auto>".to_string(), |u| format!("{u}%"));
+                        format!("{name}: {now}/{want}")
+                    }
+                }
+                "Pods" => {
+                    let now = if st["pods"].is_null() {
+                        unknown()
+                    } else {
+                        quantity(&st["pods"]["current"]["averageValue"])
+                    };
+                    format!("{now}/{}", quantity(&m["pods"]["target"]["averageValue"]))
+                }
+                t @ ("Object" | "External") => {
+                    let field = if t == "Object" { "object" } else { "external" };
+                    let target = &m[field]["target"];
+                    let (key, avg) = if target["averageValue"].is_null() {
+                        ("value", "")
+                    } else {
+                        ("averageValue", " (avg)")
+                    };
+                    let now = if st[field].is_null() || st[field]["current"][key].is_null() {
+                        unknown()
+                    } else {
+                        quantity(&st[field]["current"][key])
+                    };
+                    format!("{now}/{}{avg}", quantity(&target[key]))
+                }
+                _ => "<unknown type>".to_string(),
+            }
+        })
+        .collect();
+    if list.len() > 2 {
+        format!("{} + {} more...", list[..2].join(", "), list.len() - 2)
+    } else {
+        list.join(", ")
+    }
 }
 
 fn access_modes(modes: &Value) -> String {

@@ -79,6 +79,8 @@ pub(super) struct Ctx {
     pub allocator: Allocator,
     /// Held across the read and write of a service allocation.
     pub alloc_lock: tokio::sync::Mutex<()>,
+    /// Held while the ResourceQuota admission plugin checks and charges a namespace's quotas.
+    pub quota_lock: tokio::sync::Mutex<()>,
     /// Lists and watches are served from here.
     pub cache: Arc<WatchCache>,
     /// `/openapi/v2` and `/openapi/v3`, built once; its definitions also drive strategic merge
@@ -232,6 +234,7 @@ pub async fn serve(
         secure_port: cfg.secure_port,
         allocator,
         alloc_lock: tokio::sync::Mutex::new(()),
+        quota_lock: tokio::sync::Mutex::new(()),
     });
     super::bootstrap::run(&ctx)
         .await

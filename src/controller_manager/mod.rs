@@ -28,7 +28,13 @@
 //!   limit, active deadline, suspend);
 //! - [`cronjob`]: creates Jobs on a cron schedule (see [`cron`]), with concurrency policies,
 //!   starting deadlines and history limits;
-//! - [`ttl_after_finished`]: deletes finished Jobs after `ttlSecondsAfterFinished`.
+//! - [`ttl_after_finished`]: deletes finished Jobs after `ttlSecondsAfterFinished`;
+//! - [`resourcequota`]: keeps each ResourceQuota's `status.used` equal to what the namespace's
+//!   objects use (the API server's quota admission charges creates; this gives back what
+//!   deleted and finished objects no longer use);
+//! - [`horizontal`]: the horizontal pod autoscaler: reads each HPA's target scale, keeps the
+//!   replicas within `minReplicas`/`maxReplicas`, and reports (as the real one does without a
+//!   metrics server) that no metrics can be had.
 //!
 //! Every controller has the same shape (Kubernetes' "sync one key" loop): event handlers on
 //! shared informers (one watch and one cache per resource type for the whole process: see
@@ -49,12 +55,14 @@ pub mod endpointslice;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod history;
+pub mod horizontal;
 pub mod informer;
 pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod podgc;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod root_ca_publisher;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -69,10 +77,12 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+    ConfigMap, Endpoints, Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Secret,
+    Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
@@ -132,6 +142,11 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("job-controller", "job"),
     ("cronjob-controller", "cronjob"),
     ("ttl-after-finished-controller", "ttl-after-finished"),
+    ("resourcequota-controller", "resourcequota"),
+    (
+        "horizontal-pod-autoscaler-controller",
+        "horizontalpodautoscaling",
+    ),
 ];
 
 impl Config {
@@ -176,6 +191,10 @@ pub struct Informers {
     pub statefulsets: Arc<Informer<StatefulSet>>,
     pub controllerrevisions: Arc<Informer<ControllerRevision>>,
     pub persistentvolumeclaims: Arc<Informer<PersistentVolumeClaim>>,
+    pub configmaps: Arc<Informer<ConfigMap>>,
+    pub secrets: Arc<Informer<Secret>>,
+    pub resourcequotas: Arc<Informer<ResourceQuota>>,
+    pub hpas: Arc<Informer<HorizontalPodAutoscaler>>,
     /// The configMaps named `kube-root-ca.crt` only (the root CA publisher's).
     pub root_ca_configmaps: Arc<Informer<ConfigMap>>,
     /// The node heartbeats: Leases in `kube-node-lease` only.
@@ -200,6 +219,10 @@ impl Informers {
             statefulsets: Informer::new(client.clone()),
             controllerrevisions: Informer::new(client.clone()),
             persistentvolumeclaims: Informer::new(client.clone()),
+            configmaps: Informer::new(client.clone()),
+            secrets: Informer::new(client.clone()),
+            resourcequotas: Informer::new(client.clone()),
+            hpas: Informer::new(client.clone()),
             root_ca_configmaps: Informer::with_fields(
                 client.clone(),
                 &format!("metadata.name={}", root_ca_publisher::CONFIG_MAP),
@@ -224,6 +247,10 @@ impl Informers {
         self.statefulsets.start();
         self.controllerrevisions.start();
         self.persistentvolumeclaims.start();
+        self.configmaps.start();
+        self.secrets.start();
+        self.resourcequotas.start();
+        self.hpas.start();
         self.root_ca_configmaps.start();
         self.node_leases.start();
     }
@@ -254,6 +281,10 @@ impl Ctx {
         self.inf.statefulsets.synced().await;
         self.inf.controllerrevisions.synced().await;
         self.inf.persistentvolumeclaims.synced().await;
+        self.inf.configmaps.synced().await;
+        self.inf.secrets.synced().await;
+        self.inf.resourcequotas.synced().await;
+        self.inf.hpas.synced().await;
         self.inf.root_ca_configmaps.synced().await;
         self.inf.node_leases.synced().await;
     }
@@ -374,6 +405,12 @@ fn start_controllers(ctx: &Arc<Ctx>) -> anyhow::Result<()> {
     }
     if c.enabled("ttl-after-finished-controller") {
         ttl_after_finished::start(ctx, c.concurrent_ttl_after_finished_syncs);
+    }
+    if c.enabled("resourcequota-controller") {
+        resourcequota::start(ctx, resourcequota::WORKERS);
+    }
+    if c.enabled("horizontal-pod-autoscaler-controller") {
+        horizontal::start(ctx, horizontal::WORKERS);
     }
     tracing::info!(controllers = ?enabled, "started controllers");
     Ok(())

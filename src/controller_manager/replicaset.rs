@@ -161,13 +161,27 @@ impl ReplicaSetController {
             .collect();
 
         let mut manage_err = None;
+        let mut failure = None;
         if satisfied && rs.metadata.deletion_timestamp.is_none() {
             let want = spec.replicas.unwrap_or(1).max(0) as usize;
             if let Err(e) = self.manage(key, &rs, &active, want, &pods_api).await {
+                // The ReplicaFailure condition says why (the real `calculateStatus`).
+                let reason = if active.len() < want {
+                    "FailedCreate"
+                } else {
+                    "FailedDelete"
+                };
+                let text = match e.downcast_ref::<kube::Error>() {
+                    Some(k) => util::error_message(k),
+                    None => format!("{e:#}"),
+                };
+                failure = Some((reason, text));
                 manage_err = Some(e);
+            } else {
+                failure = Some(("", String::new()));
             }
         }
-        self.update_status(&rs, &owned).await?;
+        self.update_status(&rs, &owned, failure).await?;
         match manage_err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -215,7 +229,7 @@ impl ReplicaSetController {
                             self.events.warning(
                                 util::object_ref(rs),
                                 "FailedCreate",
-                                format!("Error creating: {e}"),
+                                format!("Error creating: {}", util::error_message(&e)),
                             );
                             first_err.get_or_insert(e);
                         }
@@ -247,7 +261,7 @@ impl ReplicaSetController {
                         self.events.warning(
                             util::object_ref(rs),
                             "FailedDelete",
-                            format!("Error deleting: {e}"),
+                            format!("Error deleting: {}", util::error_message(&e)),
                         );
                         return Err(e.into());
                     }
@@ -257,7 +271,15 @@ impl ReplicaSetController {
         Ok(())
     }
 
-    async fn update_status(&self, rs: &ReplicaSet, owned: &[Arc<Pod>]) -> anyhow::Result<()> {
+    /// Writes the counts, and the `ReplicaFailure` condition from `failure`: `Some((reason,
+    /// message))` after a failed create or delete (added when missing), `Some(("", _))` after a
+    /// successful manage (removed), `None` when nothing was managed (kept as is).
+    async fn update_status(
+        &self,
+        rs: &ReplicaSet,
+        owned: &[Arc<Pod>],
+        failure: Option<(&str, String)>,
+    ) -> anyhow::Result<()> {
         let Some(spec) = rs.spec.as_ref() else {
             return Ok(());
         };
@@ -294,7 +316,32 @@ impl ReplicaSetController {
         }
         let old = rs.status.clone().unwrap_or_default();
         let generation = rs.metadata.generation;
-        if old.replicas == replicas
+        let old_conditions = old.conditions.clone().unwrap_or_default();
+        let has_failure = old_conditions.iter().any(|c| c.type_ == "ReplicaFailure");
+        let conditions = match failure {
+            Some((reason, message)) if !reason.is_empty() && !has_failure => {
+                let mut c = serde_json::to_value(&old_conditions)?;
+                if let Some(list) = c.as_array_mut() {
+                    list.push(json!({
+                        "type": "ReplicaFailure",
+                        "status": "True",
+                        "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                        "reason": reason,
+                        "message": message,
+                    }));
+                }
+                Some(c)
+            }
+            Some(("", _)) if has_failure => Some(serde_json::to_value(
+                old_conditions
+                    .iter()
+                    .filter(|c| c.type_ != "ReplicaFailure")
+                    .collect::<Vec<_>>(),
+            )?),
+            _ => None,
+        };
+        if conditions.is_none()
+            && old.replicas == replicas
             && old.fully_labeled_replicas.unwrap_or(0) == fully
             && old.ready_replicas.unwrap_or(0) == ready
             && old.available_replicas.unwrap_or(0) == available
@@ -304,13 +351,16 @@ impl ReplicaSetController {
         }
         let api: Api<ReplicaSet> =
             Api::namespaced(self.ctx.client.clone(), &rs.namespace().unwrap_or_default());
-        let patch = json!({"status": {
+        let mut patch = json!({"status": {
             "replicas": replicas,
             "fullyLabeledReplicas": fully,
             "readyReplicas": ready,
             "availableReplicas": available,
             "observedGeneration": generation,
         }});
+        if let Some(c) = conditions {
+            patch["status"]["conditions"] = c;
+        }
         match api
             .patch_status(
                 &rs.name_any(),

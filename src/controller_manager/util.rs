@@ -227,6 +227,15 @@ impl Events {
     }
 }
 
+/// An API error as Go's `err.Error()` prints it: the Status message (`pods "x" is forbidden:
+/// exceeded quota: …`), which controllers put in events and conditions.
+pub fn error_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Whether a kube error is the API's 404.
 pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)

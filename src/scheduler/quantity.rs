@@ -186,6 +186,108 @@ pub fn parse_value(s: &str) -> Option<i64> {
     Quantity::parse(s).ok().map(|q| q.value())
 }
 
+/// How a quantity is written, as apimachinery's `resource.Format`: the suffix family a
+/// quantity keeps when it is printed back (its canonical form).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `128Mi`, `1Gi`: powers of 1024.
+    BinarySI,
+    /// `500m`, `1`, `2k`, `1G`: powers of 1000.
+    DecimalSI,
+    /// `1e3`: a decimal exponent.
+    DecimalExponent,
+}
+
+impl Format {
+    /// The format of a quantity string, from its suffix (`Ki`…`Ei`: binary; `e3`: exponent;
+    /// anything else: decimal SI).
+    pub fn of(s: &str) -> Format {
+        let body = s.trim_start_matches(['+', '-']);
+        let suffix = body.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+        if suffix.ends_with('i') {
+            Format::BinarySI
+        } else if suffix.len() > 1 && (suffix.starts_with('e') || suffix.starts_with('E')) {
+            Format::DecimalExponent
+        } else {
+            Format::DecimalSI
+        }
+    }
+}
+
+impl Quantity {
+    /// The value in nano-units, rounded up (the finest precision Kubernetes keeps), saturated
+    /// at the i128 range.
+    pub fn nanos(&self) -> i128 {
+        let mut num = self.mantissa;
+        for _ in 0..self.exp2 {
+            num = num.saturating_mul(2);
+        }
+        let e = self.exp10.saturating_add(9);
+        if e >= 0 {
+            for _ in 0..e.min(60) {
+                num = num.saturating_mul(10);
+            }
+            num
+        } else {
+            let shift = -(e as i64);
+            if shift > 38 {
+                return if num > 0 { 1 } else { 0 };
+            }
+            let div: i128 = 10i128.pow(shift as u32);
+            let q = num.div_euclid(div);
+            if num.rem_euclid(div) != 0 { q + 1 } else { q }
+        }
+    }
+}
+
+/// Prints a value given in nano-units in its canonical form for `format`, as apimachinery's
+/// `Quantity.String()`: decimal values take the largest SI suffix that keeps the number whole
+/// (`1500m`, `1`, `2k`); binary values take the largest power-of-1024 suffix that does
+/// (`128Mi`, `1536Mi`), and print as decimal when below 1024 or fractional.
+pub fn format_nanos(nanos: i128, format: Format) -> String {
+    const NANO: i128 = 1_000_000_000;
+    if nanos == 0 {
+        return "0".to_string();
+    }
+    if format == Format::BinarySI && nanos.abs() >= 1024 * NANO && nanos % NANO == 0 {
+        let mut units = nanos / NANO;
+        let mut i = 0;
+        while i < 6 && units % 1024 == 0 {
+            units /= 1024;
+            i += 1;
+        }
+        let suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][i];
+        return format!("{units}{suffix}");
+    }
+    // The largest exponent e (a multiple of 3, -9..=18) with nanos divisible by 10^(e+9).
+    let mut e = 18i32;
+    while e > -9 && nanos % 10i128.pow((e + 9) as u32) != 0 {
+        e -= 3;
+    }
+    let mantissa = nanos / 10i128.pow((e + 9) as u32);
+    let suffix = match (format, e) {
+        (_, 0) => String::new(),
+        (Format::DecimalExponent, e) => format!("e{e}"),
+        (_, -9) => "n".into(),
+        (_, -6) => "u".into(),
+        (_, -3) => "m".into(),
+        (_, 3) => "k".into(),
+        (_, 6) => "M".into(),
+        (_, 9) => "G".into(),
+        (_, 12) => "T".into(),
+        (_, 15) => "P".into(),
+        _ => "E".into(),
+    };
+    format!("{mantissa}{suffix}")
+}
+
+/// A quantity string in its canonical form (`1000m` → `1`, `1024Ki` → `1Mi`), or `None` when
+/// malformed.
+pub fn canonical(s: &str) -> Option<String> {
+    let q = Quantity::parse(s).ok()?;
+    Some(format_nanos(q.nanos(), Format::of(s)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +349,34 @@ mod tests {
             parse_value("123456789012345678901234567890123456789"),
             Some(i64::MAX)
         );
+    }
+
+    #[test]
+    fn canonical_forms() {
+        for (given, want) in [
+            ("500m", "500m"),
+            ("1000m", "1"),
+            ("1500m", "1500m"),
+            ("0.5", "500m"),
+            ("1", "1"),
+            ("1000", "1k"),
+            ("1200", "1200"),
+            ("128Mi", "128Mi"),
+            ("1024Ki", "1Mi"),
+            ("1536Mi", "1536Mi"),
+            ("1.5Gi", "1536Mi"),
+            ("512", "512"),
+            ("1G", "1G"),
+            ("1e3", "1e3"),
+            ("0", "0"),
+            ("100n", "100n"),
+            ("16Gi", "16Gi"),
+        ] {
+            assert_eq!(canonical(given).as_deref(), Some(want), "{given}");
+        }
+        assert_eq!(Format::of("1Gi"), Format::BinarySI);
+        assert_eq!(Format::of("1E"), Format::DecimalSI);
+        assert_eq!(Format::of("2e3"), Format::DecimalExponent);
+        assert_eq!(canonical("x"), None);
     }
 }
