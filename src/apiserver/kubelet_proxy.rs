@@ -18,17 +18,15 @@
 //! connect: connection refused` for logs and `error dialing backend: dial tcp …` for upgrades
 //! (500, no reason).
 
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -210,22 +208,7 @@ impl KubeletClient {
             return Err(ApiError::new(code, reason_of(code), text));
         }
         let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-        // Relay through a channel: flushed per chunk, Sync, and dropped when the client goes.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let mut body = resp.into_body();
-        tokio::spawn(async move {
-            while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else { break };
-                if let Ok(data) = frame.into_data()
-                    && tx.send(data).await.is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-            .map(|b| Ok::<_, Infallible>(Frame::data(b)));
-        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        let mut r = Response::new(super::proxy::relay(resp.into_body()));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             content_type.unwrap_or(HeaderValue::from_static("text/plain")),

@@ -703,9 +703,9 @@ where
     Ok(r)
 }
 
-/// The backend's body, chunk by chunk (through a channel: the body is `Sync` and stops being
-/// read when the caller goes away).
-fn relay(mut body: Incoming) -> Body {
+/// The backend's body, chunk by chunk (through a channel: flushed per chunk, the body is `Sync`,
+/// and it stops being read when the caller goes away). Also the kubelet's streams (logs -f).
+pub(super) fn relay(mut body: Incoming) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         while let Some(frame) = body.frame().await {

@@ -143,17 +143,7 @@ impl Quantity {
             }
             clamp(num)
         } else {
-            let shift = -(e as i64);
-            if shift > 38 {
-                // |num| < 10^38, so the value is below one unit: rounds up to 1
-                // when positive, 0 when negative.
-                return if num > 0 { 1 } else { 0 };
-            }
-            let div: i128 = 10i128.pow(shift as u32);
-            // ceil division (towards +infinity)
-            let q = num.div_euclid(div);
-            let r = num.rem_euclid(div);
-            clamp(if r != 0 { q + 1 } else { q })
+            clamp(div_ceil_pow10(num, -(e as i64)))
         }
     }
 
@@ -214,6 +204,17 @@ impl Format {
     }
 }
 
+/// `num / 10^shift` rounded towards +infinity. Beyond 10^38 every i128 `num` is below one unit:
+/// 1 when positive, 0 otherwise.
+fn div_ceil_pow10(num: i128, shift: i64) -> i128 {
+    if shift > 38 {
+        return if num > 0 { 1 } else { 0 };
+    }
+    let div: i128 = 10i128.pow(shift as u32);
+    let q = num.div_euclid(div);
+    if num.rem_euclid(div) != 0 { q + 1 } else { q }
+}
+
 impl Quantity {
     /// The value in nano-units, rounded up (the finest precision Kubernetes keeps), saturated
     /// at the i128 range.
@@ -229,13 +230,7 @@ impl Quantity {
             }
             num
         } else {
-            let shift = -(e as i64);
-            if shift > 38 {
-                return if num > 0 { 1 } else { 0 };
-            }
-            let div: i128 = 10i128.pow(shift as u32);
-            let q = num.div_euclid(div);
-            if num.rem_euclid(div) != 0 { q + 1 } else { q }
+            div_ceil_pow10(num, -(e as i64))
         }
     }
 }
