@@ -377,6 +377,145 @@ pub fn strict_errors(raw: &[u8], unknown: &[String], top_level_only: bool) -> Ve
     st.out
 }
 
+/// Whether a JSON body gives a key twice in one object anywhere.
+pub fn has_duplicates(raw: &[u8]) -> bool {
+    !strict_errors(raw, &[], false).is_empty()
+}
+
+/// A JSON body as Go's decoder stores it into the definition `root` when it gives a key twice:
+/// a struct field given again is decoded into what the first one left (objects merge, list
+/// elements are decoded into the earlier ones), a map key given again replaces its value.
+/// None when the body does not parse.
+pub fn decode_like_go(raw: &[u8], defs: &Map<String, Value>, root: &str) -> Option<Value> {
+    let doc: Raw = serde_json::from_slice(raw).ok()?;
+    let s = Schemas { defs };
+    let root_node = root_ref(defs, root)?;
+    Some(fold(&s, Some(&root_node), doc, None, 0))
+}
+
+/// JSON with every key kept, in order.
+enum Raw {
+    Object(Vec<(String, Raw)>),
+    Array(Vec<Raw>),
+    Leaf(Value),
+}
+
+impl<'de> serde::Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Raw;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Raw, E> {
+                Ok(Raw::Leaf(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Raw, E> {
+                Ok(Raw::Leaf(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Raw, E> {
+                Ok(Raw::Leaf(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Raw, E> {
+                Ok(Raw::Leaf(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Raw, E> {
+                Ok(Raw::Leaf(Value::String(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Raw, E> {
+                Ok(Raw::Leaf(Value::String(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Raw, E> {
+                Ok(Raw::Leaf(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
+                let mut out = Vec::new();
+                while let Some(x) = seq.next_element::<Raw>()? {
+                    out.push(x);
+                }
+                Ok(Raw::Array(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Raw>()? {
+                    out.push((k, v));
+                }
+                Ok(Raw::Object(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Decodes `raw` into `into` (what an earlier duplicate left there) as Go does for the type
+/// `node` describes (None: `interface{}`, which takes the value as it is).
+fn fold(
+    s: &Schemas<'_>,
+    node: Option<&Value>,
+    raw: Raw,
+    into: Option<Value>,
+    depth: usize,
+) -> Value {
+    let shape = match node {
+        Some(n) if depth < 64 => s.shape(n),
+        _ => Shape::Free(None),
+    };
+    match (raw, shape) {
+        // Go clears a pointer, map or slice (most optional fields are pointers); what the
+        // schema cannot tell, a plain string keeping its earlier value, is not kept here.
+        (Raw::Leaf(Value::Null), _) => Value::Null,
+        (Raw::Object(entries), Shape::Struct { props, .. }) => {
+            let mut m = match into {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            for (k, v) in entries {
+                let before = m.remove(&k);
+                let folded = fold(s, props.get(&k), v, before, depth + 1);
+                m.insert(k, folded);
+            }
+            Value::Object(m)
+        }
+        (Raw::Object(entries), Shape::Map(elem)) => {
+            let mut m = match into {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            for (k, v) in entries {
+                let folded = fold(s, Some(elem), v, None, depth + 1);
+                m.insert(k, folded);
+            }
+            Value::Object(m)
+        }
+        (Raw::Array(items), Shape::Slice(elem)) => {
+            let mut before = match into {
+                Some(Value::Array(a)) => a.into_iter(),
+                _ => Vec::new().into_iter(),
+            };
+            Value::Array(
+                items
+                    .into_iter()
+                    .map(|x| fold(s, Some(elem), x, before.next(), depth + 1))
+                    .collect(),
+            )
+        }
+        // Anything else is stored as given (or refused later by the typed decode).
+        (raw, _) => plain(raw),
+    }
+}
+
+/// `raw` as a `Value`, a later key replacing an earlier one (`interface{}` decoding).
+fn plain(raw: Raw) -> Value {
+    match raw {
+        Raw::Leaf(v) => v,
+        Raw::Array(items) => Value::Array(items.into_iter().map(plain).collect()),
+        Raw::Object(entries) => {
+            Value::Object(entries.into_iter().map(|(k, v)| (k, plain(v))).collect())
+        }
+    }
+}
+
 struct ScanState<'u> {
     path: String,
     unknown: &'u HashSet<&'u str>,
@@ -659,6 +798,26 @@ mod tests {
     }
 
     #[test]
+    fn duplicates_are_stored_as_go_decodes_them() {
+        let d = defs();
+        let raw = br#"{"data":{"a":"1","a":"x"},"metadata":{"name":"n"},"immutable":true,"data":{"b":"2"},"metadata":{"creationTimestamp":null},"immutable":null}"#;
+        assert_eq!(
+            decode_like_go(raw, &d, "io.k8s.api.core.v1.ConfigMap"),
+            Some(
+                json!({"data": {"a": "x", "b": "2"}, "metadata": {"name": "n", "creationTimestamp": null},
+                "immutable": null})
+            )
+        );
+        let raw = br#"{"spec":{"template":{"spec":{"containers":[{"args":["a"],"ports":[{"containerPort":1}]}]}}},
+            "spec":{"template":{"spec":{"containers":[{"ports":[{"hostPort":2}]}]}}}}"#;
+        assert_eq!(
+            decode_like_go(raw, &d, "io.k8s.api.apps.v1.Deployment"),
+            Some(json!({"spec": {"template": {"spec": {"containers": [
+                {"args": ["a"], "ports": [{"containerPort": 1, "hostPort": 2}]}]}}}}))
+        );
+    }
+
+    #[test]
     fn strict_errors_come_in_the_order_of_the_body() {
         let raw = br#"{"kind":"ConfigMap","data":{"a":"1","a":"2"},"bogus":{"x":1,"x":2},"data":{"b":"2"},"list":[{"k":1,"k":2}]}"#;
         assert_eq!(
@@ -675,6 +834,8 @@ mod tests {
             vec!["duplicate field \"data\"".to_string()]
         );
         assert!(strict_errors(b"{not json", &[], false).is_empty());
+        assert!(has_duplicates(raw));
+        assert!(!has_duplicates(br#"{"a":{"b":1},"c":[{"b":2}]}"#));
         assert!(strict_errors(br#"{"a":{"b":1}}"#, &[], false).is_empty());
     }
 }

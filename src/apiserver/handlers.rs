@@ -149,6 +149,16 @@ pub(super) fn admit(
             "the request body must be a JSON object",
         ));
     }
+    // A key given twice: serde_json kept the last, Go's decoder decodes the second into what the
+    // first left (under Strict the request is refused below, nothing is stored either way).
+    if let (Some(raw), Some(root)) = (&opts.raw_json, ctx.definition_of(r))
+        && opts.validation != FieldValidation::Strict
+        && gojson::has_duplicates(raw)
+        && let Some(go) = gojson::decode_like_go(raw, ctx.openapi.definitions(), root)
+        && go.is_object()
+    {
+        *obj = go;
+    }
     let kind = obj["kind"].as_str().unwrap_or("").to_string();
     let api_version = obj["apiVersion"].as_str().unwrap_or("").to_string();
     // As the real decoder words it: an apiVersion the type is not served in, or another kind.
