@@ -742,6 +742,10 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             ]),
         Case::patch("a merge patch making a ConfigMap value a number", &cm1, MERGE_PATCH, r#"{"data":{"a":5}}"#)
             .expect(422, "Invalid", &[" \"\" is invalid: patch: Invalid value: ", "json: cannot unmarshal number into Go struct field ConfigMap.data of type string"]),
+        // A strategic merge patch's result goes through the unstructured converter, whose words
+        // these are; the value shown is the patch map as Go's %+v prints it.
+        Case::patch("a strategic merge patch making a ConfigMap value a number", &cm1, SMP, r#"{"data":{"a":5}}"#)
+            .expect(422, "Invalid", &[" \"\" is invalid: patch: Invalid value: \"map[data:map[a:5]]\": cannot convert int64 to string"]),
         Case::patch("a merge patch setting a negative replicas", &format!("{DEPLOYS}/d1"), MERGE_PATCH,
             r#"{"spec":{"replicas":-3}}"#)
             .invalid("Deployment.apps \"d1\"", &["spec.replicas"],
