@@ -155,6 +155,13 @@ impl Case {
         c
     }
 
+    /// `details.causes[].field` that must be there.
+    fn fields(mut self, fields: &[&'static str]) -> Case {
+        self.fields = fields.to_vec();
+        self
+    }
+
+    #[allow(dead_code)]
     fn gap(mut self, why: &'static str) -> Case {
         self.gap = Some(why);
         self
@@ -381,11 +388,15 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         Case::create("a ConfigMap with a 254-character name", CM, cm(&long_name))
             .invalid(&format!("ConfigMap \"{long_name}\""), &["metadata.name"],
                 &["metadata.name: Invalid value: ", "must be no more than 253 characters"]),
+        // The name is generated before validation (rest.BeforeCreate), so the message names the
+        // generated name, and ValidateObjectMeta reports the prefix and the generated name both.
         Case::create("a ConfigMap with generateName Bad-", CM,
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "Bad-"}}))
-            .invalid("ConfigMap \"Bad-", &["metadata.generateName"],
-                &[&format!("metadata.generateName: Invalid value: \"Bad-\": {SUBDOMAIN}")])
-            .gap("names only metadata.name (the generated name), not metadata.generateName"),
+            .expect(422, "Invalid", &[
+                "ConfigMap \"Bad-",
+                &format!("\" is invalid: [metadata.generateName: Invalid value: \"Bad-\": {SUBDOMAIN}, metadata.name: Invalid value: \"Bad-"),
+            ])
+            .fields(&["metadata.generateName", "metadata.name"]),
         Case::create("a Namespace named bad.ns", NAMESPACES,
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bad.ns"}}))
             .invalid("Namespace \"bad.ns\"", &["metadata.name"],
@@ -429,8 +440,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             .expect(400, "BadRequest", &[
                 "ConfigMap in version \"v1\" cannot be handled as a ConfigMap:",
                 "json: cannot unmarshal number into Go struct field ConfigMap.data of type string",
-            ])
-            .gap("the reason after the colon is serde's (`data.a: invalid type: integer `1`, expected a string`), not encoding/json's"),
+            ]),
         Case::create("metadata as a string", CM,
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": "x"}))
             .expect(400, "BadRequest", &[
@@ -442,15 +452,13 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             .expect(400, "BadRequest", &[
                 "Deployment in version \"v1\" cannot be handled as a Deployment:",
                 "json: cannot unmarshal number 10000000000 into Go struct field DeploymentSpec.spec.replicas of type int32",
-            ])
-            .gap("the reason after the colon is serde's (`spec.replicas: invalid value: integer `10000000000`, expected i32`)"),
+            ]),
         Case::create("replicas as a string", DEPLOYS,
             deployment("strrep", |d| d["spec"]["replicas"] = json!("3")))
             .expect(400, "BadRequest", &[
                 "Deployment in version \"v1\" cannot be handled as a Deployment:",
                 "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32",
-            ])
-            .gap("the reason after the colon is serde's (`spec.replicas: invalid type: string \"3\", expected i32`)"),
+            ]),
         // ---- unknown fields ---------------------------------------------------------------------
         Case::create("an unknown field, Strict", CM,
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "strict"}, "bogus": 1}))
@@ -476,8 +484,7 @@ fn cases(f: &Fixtures) -> Vec<Case> {
             .query("fieldValidation=Strict")
             .expect(400, "BadRequest", &[
                 "strict decoding error: duplicate field \"data\"",
-            ])
-            .gap("accepted and stored (the duplicate field is not reported)"),
+            ]),
         // ---- pods ------------------------------------------------------------------------------
         Case::create("a Pod without containers", PODS, pod("noc", json!([])))
             .invalid("Pod \"noc\"", &["spec.containers"], &["spec.containers: Required value"]),
@@ -700,10 +707,19 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         Case::new("an unknown pod fieldSelector field", "GET", PODS)
             .query("fieldSelector=spec.bogus%3Dx")
             .expect(400, "BadRequest", &["field label not supported: spec.bogus"]),
+        // The watch cache's ParseResourceVersion returns a storage InvalidError that nothing turns
+        // into an API status (registry Store.Watch passes it on): ErrorToAPIStatus makes it a 500
+        // without a reason. A list checks it in storage.ValidateListOptions (400), a get at that
+        // resourceVersion is the watch cache's error again (500).
         Case::new("a watch from resourceVersion abc", "GET", CM)
             .query("watch=true&resourceVersion=abc&timeoutSeconds=1")
-            .expect(422, "Invalid", &["resourceVersion: Invalid value: \"abc\""])
-            .gap("answers 400 BadRequest `invalid resource version \"abc\": must be a non-negative number`"),
+            .expect(500, "", &["resourceVersion: Invalid value: \"abc\": strconv.ParseUint: parsing \"abc\": invalid syntax"]),
+        Case::new("a list from resourceVersion abc", "GET", CM)
+            .query("resourceVersion=abc")
+            .expect(400, "BadRequest", &["invalid resource version: resourceVersion: Invalid value: \"abc\": strconv.ParseUint: parsing \"abc\": invalid syntax"]),
+        Case::new("a get at resourceVersion -1", "GET", &cm1)
+            .query("resourceVersion=-1")
+            .expect(500, "", &["resourceVersion: Invalid value: \"-1\": strconv.ParseUint: parsing \"-1\": invalid syntax"]),
         // ---- patches ------------------------------------------------------------------------
         Case::patch("a JSON patch that is not a list", &cm1, JSON_PATCH, r#"{"op":"add"}"#)
             .expect(400, "BadRequest", &["json: cannot unmarshal object into Go value of type jsonpatch.Patch"]),
@@ -725,8 +741,11 @@ fn cases(f: &Fixtures) -> Vec<Case> {
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml",
             ]),
         Case::patch("a merge patch making a ConfigMap value a number", &cm1, MERGE_PATCH, r#"{"data":{"a":5}}"#)
-            .expect(422, "Invalid", &[" \"\" is invalid: patch: Invalid value: ", "json: cannot unmarshal number into Go struct field ConfigMap.data of type string"])
-            .gap("answers 400 `ConfigMap in version \"v1\" cannot be handled as a ConfigMap: data.a: invalid type: …`; the real patch handler answers 422 with a `patch` field error"),
+            .expect(422, "Invalid", &[" \"\" is invalid: patch: Invalid value: ", "json: cannot unmarshal number into Go struct field ConfigMap.data of type string"]),
+        // A strategic merge patch's result goes through the unstructured converter, whose words
+        // these are; the value shown is the patch map as Go's %+v prints it.
+        Case::patch("a strategic merge patch making a ConfigMap value a number", &cm1, SMP, r#"{"data":{"a":5}}"#)
+            .expect(422, "Invalid", &[" \"\" is invalid: patch: Invalid value: \"map[data:map[a:5]]\": cannot convert int64 to string"]),
         Case::patch("a merge patch setting a negative replicas", &format!("{DEPLOYS}/d1"), MERGE_PATCH,
             r#"{"spec":{"replicas":-3}}"#)
             .invalid("Deployment.apps \"d1\"", &["spec.replicas"],
@@ -956,6 +975,25 @@ fn bad_input_is_refused_with_the_real_answers_and_nothing_is_stored() {
     for g in &gaps {
         eprintln!("KNOWN GAP: {g}");
     }
+    // A duplicate field under the default fieldValidation (Warn): created, with the strict
+    // decoder's complaint as a warning, and the second `data` decoded into the first as Go does.
+    let dup = c
+        .https_raw(
+            Identity::Admin,
+            "POST",
+            CM,
+            Some(JSON),
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dupwarn"},"data":{"a":"1"},"data":{"b":"2"}}"#,
+        )
+        .expect("POST with a duplicate field");
+    assert_eq!(dup.status, 201, "{dup:#?}");
+    assert!(
+        dup.headers
+            .iter()
+            .any(|(k, v)| k == "warning" && v.contains(r#"duplicate field \"data\""#)),
+        "{dup:#?}"
+    );
+    assert_eq!(dup.json()["data"], json!({"a": "1", "b": "2"}), "{dup:#?}");
     // The server still serves: /readyz, and a normal create and read.
     readyz(&c);
     must_create(&c, CM, cm("after"));

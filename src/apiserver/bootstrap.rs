@@ -31,6 +31,7 @@ fn options() -> WriteOptions {
         warnings: Vec::new(),
         manager: "kube-apiserver".into(),
         applying: false,
+        raw_json: None,
     }
 }
 

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use super::admission;
 use super::cache::{CacheWatch, CachedObject, Event, Freshness, WatchFrom, watch_line};
 use super::defaults;
+use super::gojson;
 use super::printers;
 use super::resources::{self, Resource};
 use super::selector::{FieldSelector, Selector};
@@ -116,6 +117,9 @@ pub(super) struct WriteOptions {
     pub manager: String,
     /// Server-side apply writes its own managedFields.
     pub applying: bool,
+    /// The request body when it is the object itself in JSON (for the strict decoder's
+    /// duplicate-field check, which serde_json's `Value` can no longer make).
+    pub raw_json: Option<Bytes>,
 }
 
 /// Adds `Warning: 299 - "…"` headers, as kubectl prints them.
@@ -132,6 +136,7 @@ pub(super) fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Re
 /// Checks an incoming object against the URL and its type, decodes it as the type, fills the
 /// defaults and validates it (`old` is the stored object on update). Returns the name.
 pub(super) fn admit(
+    ctx: &Ctx,
     t: &Target,
     name_from_url: Option<&str>,
     obj: &mut Value,
@@ -143,6 +148,16 @@ pub(super) fn admit(
         return Err(ApiError::bad_request(
             "the request body must be a JSON object",
         ));
+    }
+    // A key given twice: serde_json kept the last, Go's decoder decodes the second into what the
+    // first left (under Strict the request is refused below, nothing is stored either way).
+    if let (Some(raw), Some(root)) = (&opts.raw_json, ctx.definition_of(r))
+        && opts.validation != FieldValidation::Strict
+        && gojson::has_duplicates(raw)
+        && let Some(go) = gojson::decode_like_go(raw, ctx.openapi.definitions(), root)
+        && go.is_object()
+    {
+        *obj = go;
     }
     let kind = obj["kind"].as_str().unwrap_or("").to_string();
     let api_version = obj["apiVersion"].as_str().unwrap_or("").to_string();
@@ -170,26 +185,23 @@ pub(super) fn admit(
             r.kind, r.kind
         )));
     }
-    // metadata must be an object (Go's decoder refuses anything else).
-    let go_type = |v: &Value| match v {
-        Value::String(_) => "string",
-        Value::Number(_) => "number",
-        Value::Bool(_) => "bool",
-        Value::Array(_) => "array",
-        _ => "object",
+    let handled = |why: String| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {why}",
+            r.kind, r.version, r.kind
+        ))
     };
-    if let Some(m) = obj
+    // metadata must be an object (Go's decoder refuses anything else).
+    if obj
         .get("metadata")
-        .filter(|m| !m.is_null() && !m.is_object())
+        .is_some_and(|m| !m.is_null() && !m.is_object())
     {
-        return Err(ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: json: cannot unmarshal {} into Go struct field {}.metadata of type v1.ObjectMeta",
-            r.kind,
-            r.version,
-            r.kind,
-            go_type(m),
-            r.kind
-        )));
+        let path = [gojson::Step::Key("metadata".into())];
+        let why = ctx
+            .definition_of(r)
+            .and_then(|root| gojson::unmarshal_error(ctx.openapi.definitions(), root, obj, &path))
+            .unwrap_or_else(|| "metadata: invalid type, expected an object".to_string());
+        return Err(handled(why));
     }
     obj["kind"] = json!(r.kind);
     obj["apiVersion"] = json!(r.api_version());
@@ -244,26 +256,28 @@ pub(super) fn admit(
     }
     // The typed decode: wrong JSON types are a 400, unknown fields are dropped (and reported).
     if let Some(decoded) = typed::decode(r, obj) {
-        let handled = |why: String| {
-            ApiError::bad_request(format!(
-                "{} in version \"{}\" cannot be handled as a {}: {why}",
-                r.kind, r.version, r.kind
-            ))
+        let decoded = decoded.map_err(|e| {
+            handled(e.go_message(ctx.openapi.definitions(), ctx.definition_of(r), obj))
+        })?;
+        // The strict decoder's complaints, in the order it meets them in the body: unknown
+        // fields, and keys given twice (which only the raw JSON still shows).
+        let strict: Vec<String> = match (&opts.validation, &opts.raw_json) {
+            (FieldValidation::Ignore, _) => Vec::new(),
+            (_, Some(raw)) => gojson::strict_errors(raw, &decoded.unknown, false),
+            (_, None) => decoded
+                .unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect(),
         };
-        let decoded = decoded.map_err(handled)?;
-        let unknown: Vec<String> = decoded
-            .unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect();
         match opts.validation {
-            FieldValidation::Strict if !unknown.is_empty() => {
+            FieldValidation::Strict if !strict.is_empty() => {
                 return Err(handled(format!(
                     "strict decoding error: {}",
-                    unknown.join(", ")
+                    strict.join(", ")
                 )));
             }
-            FieldValidation::Warn => opts.warnings.extend(unknown),
+            FieldValidation::Warn => opts.warnings.extend(strict),
             _ => {}
         }
         *obj = decoded.object;
@@ -272,10 +286,14 @@ pub(super) fn admit(
         let mut errors = Vec::new();
         let mut unknown = Vec::new();
         super::crd::validate_object(custom, obj, &mut errors, &mut unknown);
-        let unknown: Vec<String> = unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect();
+        // A custom object is decoded into a map first: only its top level is checked for
+        // duplicate keys, and those come before the unknown fields the schema prunes.
+        let mut strict = match (&opts.validation, &opts.raw_json) {
+            (FieldValidation::Ignore, _) | (_, None) => Vec::new(),
+            (_, Some(raw)) => gojson::strict_errors(raw, &[], true),
+        };
+        strict.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
+        let unknown = strict;
         match opts.validation {
             FieldValidation::Strict if !unknown.is_empty() => {
                 return Err(ApiError::bad_request(format!(
@@ -298,14 +316,12 @@ pub(super) fn admit(
     }
     defaults::apply(r, obj);
     let mut errors: Vec<FieldError> = Vec::new();
-    if let Some(mut e) = validation::name_error(r, &name) {
-        // A generated name is wrong because of its prefix: say so.
-        if let Some(prefix) = &generated_from {
-            e.field = "metadata.generateName".into();
-            e.value = format!("{prefix:?}");
-        }
-        errors.push(e);
+    // apimachinery's ValidateObjectMeta: the generateName as a prefix, then the name (the
+    // generated one too).
+    if let Some(prefix) = &generated_from {
+        errors.extend(validation::generate_name_error(r, prefix));
     }
+    errors.extend(validation::name_error(r, &name));
     validation::validate(r, obj, old, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::invalid(r.group, r.kind, &name, &errors));
@@ -384,6 +400,7 @@ pub(super) async fn resource_request(
         warnings: Vec::new(),
         manager,
         applying: false,
+        raw_json: None,
     };
     let ns = t.namespace.clone();
     let r = t.resource;
@@ -442,6 +459,11 @@ pub(super) async fn resource_request(
         ("watch", None, None) => return watch(ctx, &t, &q, table, view).await,
         ("list", None, None) => return list(ctx, &t, &q, table, view).await,
         ("get", Some(name), None | Some("status")) => {
+            // A get at a resourceVersion is served by the watch cache, which parses it: one that
+            // does not parse is its bare error (500, no reason).
+            if let Some(rv) = q.get("resourceVersion").filter(|rv| !rv.is_empty()) {
+                parse_resource_version(rv).map_err(|e| ApiError::new(500, "", e))?;
+            }
             let stored = ctx
                 .storage
                 .get(&r.key(ns.as_deref(), &name))
@@ -458,11 +480,12 @@ pub(super) async fn resource_request(
             Ok(json_response(StatusCode::OK, &present(obj)))
         }
         ("create", None, None) => {
-            let body = read_object(req, outer).await?;
+            let (body, raw) = read_object(req, outer).await?;
             if r.verbs == resources::Verbs::CreateOnly {
                 return subresources::review(ctx, user, &t, body).await;
             }
             if view.is_none() {
+                opts.raw_json = raw;
                 create(ctx, &t, body, &mut opts).await
             } else {
                 let body = if body.is_object() {
@@ -475,7 +498,10 @@ pub(super) async fn resource_request(
             }
         }
         ("update", Some(name), sub @ (None | Some("status"))) => {
-            let mut body = read_object(req, outer).await?;
+            let (mut body, raw) = read_object(req, outer).await?;
+            if view.is_none() {
+                opts.raw_json = raw;
+            }
             let status = sub.is_some();
             let expected = body["metadata"]["resourceVersion"]
                 .as_str()
@@ -517,6 +543,7 @@ pub(super) async fn resource_request(
                     .await
                     .map(|resp| with_warnings(resp, &opts.warnings));
             }
+            let validation = opts.validation;
             let (obj, rev) = update(ctx, &t, &name, sub.is_some(), &mut opts, |old| {
                 match &view {
                     // Patches apply to the served form.
@@ -524,7 +551,11 @@ pub(super) async fn resource_request(
                         let patched = apply_patch(ctx, outer, &vw.present(old), &patch)?;
                         to_storage(patched)
                     }
-                    None => apply_patch(ctx, r, old, &patch),
+                    None => {
+                        let patched = apply_patch(ctx, r, old, &patch)?;
+                        patched_decodes(ctx, r, &patched, &patch, validation)?;
+                        Ok(patched)
+                    }
                 }
             })
             .await?;
@@ -568,7 +599,7 @@ pub(super) async fn create_object(
 ) -> Result<(StatusCode, Value), ApiError> {
     let r = t.resource;
     let ns = t.namespace.clone();
-    let name = admit(t, None, &mut obj, None, opts)?;
+    let name = admit(ctx, t, None, &mut obj, None, opts)?;
     if let Some(ns) = &ns {
         // NamespaceLifecycle: objects go only into namespaces that exist and are not going.
         // From the watch cache, as the real plugin reads its informer; etcd when the cache
@@ -761,9 +792,9 @@ pub(super) async fn update(
         }
         if status {
             admission::prepare_status_update(&mut obj, &old);
-            admit(t, Some(name), &mut obj, Some(&old), opts)?;
+            admit(ctx, t, Some(name), &mut obj, Some(&old), opts)?;
         } else {
-            admit(t, Some(name), &mut obj, Some(&old), opts)?;
+            admit(ctx, t, Some(name), &mut obj, Some(&old), opts)?;
             admission::prepare_update(r, &mut obj, &old);
         }
         if !opts.applying {
@@ -877,6 +908,52 @@ pub(super) fn apply_patch(
         PatchKind::Merge(m) | PatchKind::Apply(m) => json_patch::merge(&mut obj, m),
     }
     Ok(obj)
+}
+
+/// The patched object must decode as its type. kube-apiserver's patcher decodes the result
+/// itself and answers a failure with 422 and one field error on `patch` (no kind, no name): its
+/// value the patched object's JSON (JSON and merge patches) or the patch map as Go prints it
+/// (strategic merge patches, whose result goes through the unstructured converter), its detail
+/// the decoder's error — under `fieldValidation=Strict` the unknown fields too.
+fn patched_decodes(
+    ctx: &Ctx,
+    r: &Resource,
+    patched: &Value,
+    patch: &PatchKind,
+    validation: FieldValidation,
+) -> Result<(), ApiError> {
+    let Some(decoded) = typed::decode(r, patched) else {
+        return Ok(());
+    };
+    let defs = ctx.openapi.definitions();
+    let root = ctx.definition_of(r);
+    let why = match &decoded {
+        Err(e) => match patch {
+            PatchKind::Strategic(_) if !e.go => root
+                .and_then(|root| gojson::converter_error(defs, root, patched, &e.path))
+                .unwrap_or_else(|| e.message.clone()),
+            _ => e.go_message(defs, root, patched),
+        },
+        Ok(d) if validation == FieldValidation::Strict && !d.unknown.is_empty() => {
+            let unknown: Vec<String> = d
+                .unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            format!("strict decoding error: {}", unknown.join(", "))
+        }
+        Ok(_) => return Ok(()),
+    };
+    let value = match patch {
+        PatchKind::Strategic(p) => super::strategic::gofmt(p),
+        _ => patched.to_string(),
+    };
+    Err(ApiError::invalid(
+        "",
+        "",
+        "",
+        &[FieldError::invalid_str("patch", &value, why)],
+    ))
 }
 
 /// DeleteOptions from the body (kubectl sends them there) or the query.
@@ -1351,9 +1428,19 @@ pub(super) fn parse_body(mime: &str, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-/// An object body for `r`, with the real decoder's words when it is not one.
-pub(super) async fn read_object(req: Request<Incoming>, r: &Resource) -> Result<Value, ApiError> {
+/// An object body for `r`, with the real decoder's words when it is not one; and the body
+/// itself when it is JSON.
+pub(super) async fn read_object(
+    req: Request<Incoming>,
+    r: &Resource,
+) -> Result<(Value, Option<Bytes>), ApiError> {
     let (mime, body) = read_raw(req).await?;
+    let obj = parse_object(&mime, &body, r)?;
+    let raw = matches!(mime.as_str(), "application/json" | "" | "*/*").then_some(body);
+    Ok((obj, raw))
+}
+
+fn parse_object(mime: &str, body: &Bytes, r: &Resource) -> Result<Value, ApiError> {
     let unrecognized = |why: String| {
         ApiError::bad_request(format!(
             "the object provided is unrecognized (must be of type {}): {why}",
@@ -1361,8 +1448,8 @@ pub(super) async fn read_object(req: Request<Incoming>, r: &Resource) -> Result<
         ))
     };
     let excerpt = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
-    match mime.as_str() {
-        "application/json" | "" | "*/*" => serde_json::from_slice(&body).map_err(|e| {
+    match mime {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             let why = if e.is_eof() {
                 "unexpected end of JSON input".to_string()
             } else {
@@ -1370,10 +1457,10 @@ pub(super) async fn read_object(req: Request<Incoming>, r: &Resource) -> Result<
             };
             unrecognized(format!(
                 "couldn't get version/kind; json parse error: {why} ({})",
-                excerpt(&body)
+                excerpt(body)
             ))
         }),
-        "application/yaml" => serde_yaml::from_slice(&body).map_err(|e| {
+        "application/yaml" => serde_yaml::from_slice(body).map_err(|e| {
             let text = e.to_string();
             let msg = text.split(" at line ").next().unwrap_or(&text).to_string();
             let line = e.location().map_or(0, |l| l.line());
@@ -1382,10 +1469,10 @@ pub(super) async fn read_object(req: Request<Incoming>, r: &Resource) -> Result<
             ))
         }),
         "application/vnd.kubernetes.protobuf" => {
-            if super::protobuf::type_meta(&body).is_ok() {
-                return parse_body(&mime, &body);
+            if super::protobuf::type_meta(body).is_ok() {
+                return parse_body(mime, body);
             }
-            super::protobuf::decode(&body).map_err(|e| {
+            super::protobuf::decode(body).map_err(|e| {
                 let hex: String = body.iter().take(32).map(|b| format!("{b:02x}")).collect();
                 unrecognized(format!("{e} ({hex})"))
             })
@@ -1552,15 +1639,51 @@ pub(super) fn collection_prefix(t: &Target) -> String {
     t.resource.key(t.namespace.as_deref(), "")
 }
 
-/// `?resourceVersion=` of a list or watch.
-fn resource_version(q: &BTreeMap<String, String>) -> Result<Option<i64>, ApiError> {
+/// The storage's `APIObjectVersioner.ParseResourceVersion`: Go's `strconv.ParseUint`, whose
+/// failure is the field error `resourceVersion: Invalid value: "abc": strconv.ParseUint: parsing
+/// "abc": invalid syntax`.
+fn parse_resource_version(rv: &str) -> Result<u64, String> {
+    let fail = |why: &str| {
+        let e = FieldError::invalid_str(
+            "resourceVersion",
+            rv,
+            format!("strconv.ParseUint: parsing {rv:?}: {why}"),
+        );
+        format!("{}: {}", e.field, e.body())
+    };
+    if rv.is_empty() {
+        return Err(fail("invalid syntax"));
+    }
+    let mut n: u64 = 0;
+    for b in rv.bytes() {
+        if !b.is_ascii_digit() {
+            return Err(fail("invalid syntax"));
+        }
+        n = match n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+        {
+            Some(n) => n,
+            None => return Err(fail("value out of range")),
+        };
+    }
+    Ok(n)
+}
+
+/// `?resourceVersion=` of a list or watch. One that does not parse is refused as the real
+/// apiserver does: a list (the storage's `ValidateListOptions`) with 400 BadRequest `invalid
+/// resource version: …`; a watch with the bare storage error, which no layer turns into an API
+/// status (500, no reason).
+fn resource_version(q: &BTreeMap<String, String>, list: bool) -> Result<Option<i64>, ApiError> {
     match q.get("resourceVersion").map(String::as_str) {
         None | Some("") => Ok(None),
-        Some(n) => n.parse::<i64>().map(Some).map_err(|_| {
-            ApiError::bad_request(format!(
-                "invalid resource version {n:?}: must be a non-negative number"
-            ))
-        }),
+        Some(rv) => match parse_resource_version(rv) {
+            Ok(n) => Ok(Some(i64::try_from(n).unwrap_or(i64::MAX))),
+            Err(e) if list => Err(ApiError::bad_request(format!(
+                "invalid resource version: {e}"
+            ))),
+            Err(e) => Err(ApiError::new(500, "", e)),
+        },
     }
 }
 
@@ -1577,7 +1700,7 @@ async fn list(
         .and_then(|l| l.parse::<i64>().ok())
         .unwrap_or(0)
         .max(0);
-    let rv = resource_version(q)?;
+    let rv = resource_version(q, true)?;
     let continue_token = q
         .get("continue")
         .map(String::as_str)
@@ -1759,7 +1882,6 @@ async fn watch(
 ) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(t, q)?;
     let prefix = collection_prefix(t);
-    let rv = resource_version(q)?;
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
@@ -1778,6 +1900,8 @@ async fn watch(
             )],
         ));
     }
+    // The storage parses the resourceVersion after the handler checked the options.
+    let rv = resource_version(q, false)?;
     let from = match rv {
         None | Some(0) => WatchFrom::Now,
         Some(_) if initial_events => WatchFrom::Now,

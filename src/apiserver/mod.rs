@@ -23,6 +23,7 @@ pub mod cache;
 pub mod convert;
 pub mod crd;
 pub mod defaults;
+pub mod gojson;
 pub mod handlers;
 pub mod kubelet_proxy;
 pub mod openapi;

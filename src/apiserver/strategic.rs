@@ -682,7 +682,7 @@ fn bad_arg(expected: &str, actual: &Value) -> PatchError {
 }
 
 /// Go's `%v` of a decoded JSON value.
-fn gofmt(v: &Value) -> String {
+pub(super) fn gofmt(v: &Value) -> String {
     let mut s = String::new();
     gofmt_into(v, &mut s);
     s

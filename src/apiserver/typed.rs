@@ -5,8 +5,10 @@
 //! The types are those of the `k8s-openapi` crate (Kubernetes 1.33).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use serde_path_to_error::Segment;
 
+use super::gojson::{self, Step};
 use super::resources::Resource;
 
 /// What the typed decode of an object found.
@@ -18,9 +20,47 @@ pub struct Decoded {
     pub unknown: Vec<String>,
 }
 
-fn roundtrip<T: for<'de> Deserialize<'de> + Serialize>(obj: &Value) -> Result<Value, String> {
+/// Why the typed decode refused an object.
+#[derive(Debug)]
+pub struct DecodeError {
+    /// Where the refused value is.
+    pub path: Vec<Step>,
+    /// serde's account (`spec.replicas: invalid type: …`), or Go's own words where they are
+    /// known here (`illegal base64 data at input byte 0`).
+    pub message: String,
+    /// Whether `message` is already what the Go decoder says.
+    pub go: bool,
+}
+
+impl DecodeError {
+    /// What kube-apiserver's decoder says of it (encoding/json's `UnmarshalTypeError` words,
+    /// worked out from the OpenAPI definition `root` of the type), else serde's account.
+    pub fn go_message(&self, defs: &Map<String, Value>, root: Option<&str>, obj: &Value) -> String {
+        if self.go {
+            return self.message.clone();
+        }
+        root.and_then(|root| gojson::unmarshal_error(defs, root, obj, &self.path))
+            .unwrap_or_else(|| self.message.clone())
+    }
+}
+
+fn roundtrip<T: for<'de> Deserialize<'de> + Serialize>(obj: &Value) -> Result<Value, DecodeError> {
     let typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
+        let path: Vec<Step> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Map { key } => Some(Step::Key(key.clone())),
+                Segment::Seq { index } => Some(Step::Index(*index)),
+                _ => None,
+            })
+            .collect();
         let inner = e.inner().to_string();
+        let go = |message: String| DecodeError {
+            path: path.clone(),
+            message,
+            go: true,
+        };
         // Bytes fields (Secret data, ConfigMap binaryData) fail as Go's base64 decoder says.
         if let Some(rest) = inner
             .strip_prefix("Invalid symbol ")
@@ -30,19 +70,28 @@ fn roundtrip<T: for<'de> Deserialize<'de> + Serialize>(obj: &Value) -> Result<Va
                 .split("offset ")
                 .nth(1)
                 .map_or("0", |o| o.trim_end_matches('.'));
-            return format!("illegal base64 data at input byte {offset}");
+            return go(format!("illegal base64 data at input byte {offset}"));
         }
         if inner.starts_with("Invalid input length") || inner.starts_with("Invalid padding") {
-            return "illegal base64 data at input byte 0".to_string();
+            return go("illegal base64 data at input byte 0".to_string());
         }
-        let path = e.path().to_string();
-        if path == "." || path.is_empty() {
+        let shown = e.path().to_string();
+        let message = if shown == "." || shown.is_empty() {
             inner
         } else {
-            format!("{path}: {inner}")
+            format!("{shown}: {inner}")
+        };
+        DecodeError {
+            path,
+            message,
+            go: false,
         }
     })?;
-    serde_json::to_value(&typed).map_err(|e| e.to_string())
+    serde_json::to_value(&typed).map_err(|e| DecodeError {
+        path: Vec::new(),
+        message: e.to_string(),
+        go: false,
+    })
 }
 
 macro_rules! typed {
@@ -56,7 +105,7 @@ macro_rules! typed {
 
 /// Decodes `obj` (which already carries its apiVersion and kind) as the built-in type of `r`.
 /// None for types without a typed form here (custom resources).
-pub fn decode(r: &Resource, obj: &Value) -> Option<Result<Decoded, String>> {
+pub fn decode(r: &Resource, obj: &Value) -> Option<Result<Decoded, DecodeError>> {
     use k8s_openapi::api::{
         apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz,
         autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
@@ -179,7 +228,14 @@ mod tests {
         let bad = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
             "spec": {"replicas": "three"}});
         let e = decode(deploy, &bad).unwrap().unwrap_err();
-        assert!(e.starts_with("spec.replicas: invalid type"), "{e}");
+        assert!(
+            e.message.starts_with("spec.replicas: invalid type"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.path,
+            vec![Step::Key("spec".into()), Step::Key("replicas".into())]
+        );
 
         let extra = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
             "spec": {"replicas": 1, "replicaz": 2, "selector": {"matchLabels": {"a": "b"}},

@@ -70,6 +70,39 @@ pub fn name_error(r: &Resource, name: &str) -> Option<FieldError> {
     Some(FieldError::invalid_str("metadata.name", name, detail))
 }
 
+/// Validates a `generateName` by its type's rule, as a prefix (apimachinery's
+/// `ValidateObjectMeta`: the name functions called with `prefix` true, which check the prefix
+/// with a trailing dash masked, so that `web-` passes where a name may not end in `-`).
+pub fn generate_name_error(r: &Resource, prefix: &str) -> Option<FieldError> {
+    let detail = match r.names {
+        NameRule::Label => label_error(&mask_trailing_dash(prefix)),
+        NameRule::Subdomain => subdomain_error(&mask_trailing_dash(prefix)),
+        // `IsValidPathSegmentPrefix`: only what a name may not contain.
+        NameRule::PathSegment => prefix
+            .chars()
+            .find(|c| *c == '/' || *c == '%')
+            .map(|c| format!("may not contain '{c}'")),
+    }?;
+    Some(FieldError::invalid_str(
+        "metadata.generateName",
+        prefix,
+        detail,
+    ))
+}
+
+/// apimachinery's `maskTrailingDash`: `ab-` is checked as `aa` (the last two bytes become `a`).
+fn mask_trailing_dash(name: &str) -> String {
+    if name.len() > 1 && name.ends_with('-') {
+        match name.get(..name.len() - 2) {
+            Some(head) => format!("{head}a"),
+            // The byte before the dash is inside a multi-byte character: invalid either way.
+            None => name.to_string(),
+        }
+    } else {
+        name.to_string()
+    }
+}
+
 /// The checks of a whole object of type `r`.
 pub fn validate(r: &Resource, obj: &Value, old: Option<&Value>, errors: &mut Errors) {
     metadata(&obj["metadata"], "metadata", errors);
