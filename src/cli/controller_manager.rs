@@ -27,6 +27,25 @@ pub struct ControllerManagerArgs {
     /// unhealthy (e.g. 1m).
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub node_startup_grace_period: Duration,
+    /// Number of nodes per second on which pods are deleted in case of node failure in a
+    /// healthy zone (here: the rate at which failed nodes get their NoExecute taint). Zone
+    /// refers to entire cluster in non-multizone clusters.
+    #[arg(long, default_value_t = 0.1)]
+    pub node_eviction_rate: f32,
+    /// Number of nodes per second on which pods are deleted in case of node failure when a zone
+    /// is unhealthy (see --unhealthy-zone-threshold). This value is implicitly overridden to 0
+    /// if the cluster size is smaller than --large-cluster-size-threshold.
+    #[arg(long, default_value_t = 0.01)]
+    pub secondary_node_eviction_rate: f32,
+    /// Fraction of Nodes in a zone which needs to be not Ready (minimum 3) for zone to be
+    /// treated as unhealthy.
+    #[arg(long, default_value_t = 0.55)]
+    pub unhealthy_zone_threshold: f32,
+    /// Number of nodes from which the node lifecycle controller treats the cluster as large for
+    /// the eviction logic purposes (--secondary-node-eviction-rate is implicitly 0 for smaller
+    /// zones).
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
+    pub large_cluster_size_threshold: i32,
     /// How many terminated (Succeeded/Failed) pods may exist before the pod garbage collector
     /// deletes the oldest; 0 or less keeps them all.
     #[arg(long, default_value_t = 12500, allow_negative_numbers = true)]
@@ -115,6 +134,10 @@ pub fn run(a: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
         leader_elect_lease_duration: a.leader_elect_lease_duration,
         node_monitor_grace_period: a.node_monitor_grace_period,
         node_startup_grace_period: a.node_startup_grace_period,
+        node_eviction_rate: a.node_eviction_rate,
+        secondary_node_eviction_rate: a.secondary_node_eviction_rate,
+        unhealthy_zone_threshold: a.unhealthy_zone_threshold,
+        large_cluster_size_threshold: a.large_cluster_size_threshold,
         terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
         controllers: a.controllers,
         root_ca_file: a.root_ca_file.filter(|p| !p.as_os_str().is_empty()),
