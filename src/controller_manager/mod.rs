@@ -20,7 +20,8 @@
 //!   their volume claims (rolling update with partition, OnDelete); [`history`] keeps the
 //!   ControllerRevisions both of them roll out from;
 //! - [`node_lifecycle`]: watches node heartbeats (Leases), marks silent nodes Unknown and
-//!   taints nodes from their conditions;
+//!   taints nodes from their conditions, at per-zone rates ([`zones`]) that slow down or stop
+//!   when many nodes fail at once;
 //! - [`taint_eviction`]: deletes pods from nodes with `NoExecute` taints they do not tolerate;
 //! - [`podgc`]: deletes pods of deleted nodes, surplus finished pods, and unscheduled
 //!   terminating pods;

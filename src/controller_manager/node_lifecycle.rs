@@ -12,23 +12,41 @@
 //! Ready back when it can talk to the API server again.
 //!
 //! From the conditions follow the taints:
+//! - `NoSchedule` (TaintNodesByCondition, for the scheduler), at once: `not-ready`,
+//!   `unreachable`, `memory-pressure`, `disk-pressure`, `pid-pressure`, `network-unavailable`
+//!   from the matching conditions, and `node.kubernetes.io/unschedulable` for a cordoned node
+//!   (`spec.unschedulable`, `kubectl cordon`);
 //! - `NoExecute` (taint-based eviction, acted on by [`super::taint_eviction`]):
 //!   `node.kubernetes.io/unreachable` while Ready is Unknown, `node.kubernetes.io/not-ready`
-//!   while it is False, neither once it is True again;
-//! - `NoSchedule` (TaintNodesByCondition, for the scheduler): `not-ready`, `unreachable`,
-//!   `memory-pressure`, `disk-pressure`, `pid-pressure`, `network-unavailable` from the matching
-//!   conditions, and `node.kubernetes.io/unschedulable` for a cordoned node
-//!   (`spec.unschedulable`, `kubectl cordon`).
+//!   while it is False. These are rate-limited per zone (below); only the swap of one for the
+//!   other (Ready going from False to Unknown or back) and their removal when the node is Ready
+//!   again (it also leaves its zone's queue) happen at once.
 //!
 //! Taints it adds carry `timeAdded`; taints of other keys are left alone.
+//!
+//! Zones and eviction rates ([`super::zones`]): the nodes are grouped by their
+//! `topology.kubernetes.io/zone` and `region` labels, and each zone is Normal,
+//! PartialDisruption (more than 2 and at least `--unhealthy-zone-threshold`, 0.55, of its nodes
+//! not Ready) or FullDisruption (none Ready). A not-ready node joins its zone's queue and gets
+//! its NoExecute taint when the zone's token bucket (burst 1) allows: at `--node-eviction-rate`
+//! (0.1 nodes/s) in a Normal or FullDisruption zone, at `--secondary-node-eviction-rate` (0.01)
+//! in a PartialDisruption zone of more than `--large-cluster-size-threshold` (50) nodes, and not
+//! at all in a smaller one. When every zone is in FullDisruption the controller assumes that it,
+//! not the nodes, is cut off ("master disruption mode", logged on entering and leaving, as the
+//! real one logs it and records no event): it removes the NoExecute not-ready/unreachable
+//! taints of every node and taints none until some node is Ready again; then every node gets a
+//! fresh grace period and the zones their rates back. Nodes labelled
+//! `node.kubernetes.io/exclude-disruption` count in no zone.
 //!
 //! Timing: instead of the real controller's pass over all nodes every `--node-monitor-period`
 //! (5 s), each node's key is queued when the node or its Lease changes, and woken once at the
 //! moment its grace period would run out — so a silent node is noticed exactly on time, and a
-//! quiet cluster costs nothing. Not here: the per-zone eviction rate limits
-//! (`--node-eviction-rate`, `--secondary-node-eviction-rate`, `--unhealthy-zone-threshold`), which
-//! slow down or stop tainting when many nodes of a zone fail at once: every failed node is
-//! tainted at once.
+//! quiet cluster costs nothing. The zone states are recomputed when a node's zone or readiness
+//! changes, and the tainting loop (the real one runs every 100 ms) sleeps until the next token of
+//! a zone with nodes waiting. One consequence: nodes that fall silent at nearly the same moment
+//! are noticed one by one rather than in one pass, so while a whole cluster goes down the first
+//! of them may be tainted for a moment before master disruption mode removes the taint again
+//! (the real controller has the same window when the failures straddle two passes).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -668,7 +686,7 @@ impl NodeLifecycleController {
                     zone = %display_zone(&zone),
                     %from,
                     new_state = %to,
-                    tainting_rate = qps,
+                    tainting_rate = %qps,
                     "Controller detected that zone is now in new state"
                 );
             }
