@@ -524,10 +524,13 @@ spec:
 fn a_stopped_node_goes_not_ready_and_its_pods_move() {
     let lab = Lab::new();
     let profile = "move";
+    // The grace period must outlast the kubelet's 10 s heartbeats: a shorter one makes the
+    // healthy nodes flap NotReady together, which the node lifecycle controller takes for a
+    // disruption of the whole cluster (master disruption mode: no NoExecute taints at all).
     up(
         &lab,
         profile,
-        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nnodes: 3\nextraArgs:\n  kube-controller-manager: {node-monitor-grace-period: 5s}\n",
+        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nnodes: 3\nextraArgs:\n  kube-controller-manager: {node-monitor-grace-period: 15s}\n",
     );
     let net = network(&lab, profile);
     apply(&lab, profile, "web.yaml", SPREAD);

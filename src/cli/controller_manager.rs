@@ -27,6 +27,22 @@ pub struct ControllerManagerArgs {
     /// unhealthy (e.g. 1m).
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub node_startup_grace_period: Duration,
+    /// How many failed nodes per second get their NoExecute taint (and so lose their pods) in a
+    /// healthy zone; without zone labels the whole cluster is one zone.
+    #[arg(long, default_value_t = 0.1)]
+    pub node_eviction_rate: f32,
+    /// The same rate in a partly disrupted zone (see --unhealthy-zone-threshold); 0 in zones of
+    /// no more than --large-cluster-size-threshold nodes.
+    #[arg(long, default_value_t = 0.01)]
+    pub secondary_node_eviction_rate: f32,
+    /// The share of a zone's nodes (at least 3) that must be not Ready for the zone to count as
+    /// partly disrupted.
+    #[arg(long, default_value_t = 0.55)]
+    pub unhealthy_zone_threshold: f32,
+    /// Zones of more nodes than this are large: their partly disrupted rate is
+    /// --secondary-node-eviction-rate rather than 0.
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
+    pub large_cluster_size_threshold: i32,
     /// How many terminated (Succeeded/Failed) pods may exist before the pod garbage collector
     /// deletes the oldest; 0 or less keeps them all.
     #[arg(long, default_value_t = 12500, allow_negative_numbers = true)]
@@ -115,6 +131,10 @@ pub fn run(a: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
         leader_elect_lease_duration: a.leader_elect_lease_duration,
         node_monitor_grace_period: a.node_monitor_grace_period,
         node_startup_grace_period: a.node_startup_grace_period,
+        node_eviction_rate: a.node_eviction_rate,
+        secondary_node_eviction_rate: a.secondary_node_eviction_rate,
+        unhealthy_zone_threshold: a.unhealthy_zone_threshold,
+        large_cluster_size_threshold: a.large_cluster_size_threshold,
         terminated_pod_gc_threshold: a.terminated_pod_gc_threshold,
         controllers: a.controllers,
         root_ca_file: a.root_ca_file.filter(|p| !p.as_os_str().is_empty()),
@@ -139,6 +159,43 @@ pub fn run(a: ControllerManagerArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: ControllerManagerArgs,
+    }
+
+    #[test]
+    fn eviction_flags_have_the_real_defaults() {
+        use clap::Parser;
+        let a = Cli::try_parse_from(["cm", "--kubeconfig", "k"]).unwrap().a;
+        assert_eq!(a.node_eviction_rate, 0.1);
+        assert_eq!(a.secondary_node_eviction_rate, 0.01);
+        assert_eq!(a.unhealthy_zone_threshold, 0.55);
+        assert_eq!(a.large_cluster_size_threshold, 50);
+        let a = Cli::try_parse_from([
+            "cm",
+            "--kubeconfig",
+            "k",
+            "--node-eviction-rate=0.5",
+            "--secondary-node-eviction-rate",
+            "0",
+            "--unhealthy-zone-threshold=0.7",
+            "--large-cluster-size-threshold=3",
+        ])
+        .unwrap()
+        .a;
+        assert_eq!(
+            (
+                a.node_eviction_rate,
+                a.secondary_node_eviction_rate,
+                a.unhealthy_zone_threshold,
+                a.large_cluster_size_threshold
+            ),
+            (0.5, 0.0, 0.7, 3)
+        );
+    }
 
     #[test]
     fn durations() {

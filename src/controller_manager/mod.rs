@@ -20,7 +20,8 @@
 //!   their volume claims (rolling update with partition, OnDelete); [`history`] keeps the
 //!   ControllerRevisions both of them roll out from;
 //! - [`node_lifecycle`]: watches node heartbeats (Leases), marks silent nodes Unknown and
-//!   taints nodes from their conditions;
+//!   taints nodes from their conditions, at per-zone rates ([`zones`]) that slow down or stop
+//!   when many nodes fail at once;
 //! - [`taint_eviction`]: deletes pods from nodes with `NoExecute` taints they do not tolerate;
 //! - [`podgc`]: deletes pods of deleted nodes, surplus finished pods, and unscheduled
 //!   terminating pods;
@@ -69,6 +70,7 @@ pub mod statefulset;
 pub mod taint_eviction;
 pub mod ttl_after_finished;
 pub mod util;
+pub mod zones;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -98,6 +100,15 @@ pub struct Config {
     pub node_monitor_grace_period: Duration,
     /// `--node-startup-grace-period`: how long a node that never posted status may stay silent.
     pub node_startup_grace_period: Duration,
+    /// `--node-eviction-rate`: nodes per second whose NoExecute taints are added in a healthy
+    /// zone (see [`zones`]).
+    pub node_eviction_rate: f32,
+    /// `--secondary-node-eviction-rate`: the rate in a partly disrupted large zone.
+    pub secondary_node_eviction_rate: f32,
+    /// `--unhealthy-zone-threshold`: the share of not-Ready nodes making a zone unhealthy.
+    pub unhealthy_zone_threshold: f32,
+    /// `--large-cluster-size-threshold`: zones of more nodes are large.
+    pub large_cluster_size_threshold: i32,
     /// `--terminated-pod-gc-threshold`: finished pods kept before the oldest are deleted
     /// (0 or less: never).
     pub terminated_pod_gc_threshold: i64,

@@ -12,27 +12,45 @@
 //! Ready back when it can talk to the API server again.
 //!
 //! From the conditions follow the taints:
+//! - `NoSchedule` (TaintNodesByCondition, for the scheduler), at once: `not-ready`,
+//!   `unreachable`, `memory-pressure`, `disk-pressure`, `pid-pressure`, `network-unavailable`
+//!   from the matching conditions, and `node.kubernetes.io/unschedulable` for a cordoned node
+//!   (`spec.unschedulable`, `kubectl cordon`);
 //! - `NoExecute` (taint-based eviction, acted on by [`super::taint_eviction`]):
 //!   `node.kubernetes.io/unreachable` while Ready is Unknown, `node.kubernetes.io/not-ready`
-//!   while it is False, neither once it is True again;
-//! - `NoSchedule` (TaintNodesByCondition, for the scheduler): `not-ready`, `unreachable`,
-//!   `memory-pressure`, `disk-pressure`, `pid-pressure`, `network-unavailable` from the matching
-//!   conditions, and `node.kubernetes.io/unschedulable` for a cordoned node
-//!   (`spec.unschedulable`, `kubectl cordon`).
+//!   while it is False. These are rate-limited per zone (below); only the swap of one for the
+//!   other (Ready going from False to Unknown or back) and their removal when the node is Ready
+//!   again (it also leaves its zone's queue) happen at once.
 //!
 //! Taints it adds carry `timeAdded`; taints of other keys are left alone.
+//!
+//! Zones and eviction rates ([`super::zones`]): the nodes are grouped by their
+//! `topology.kubernetes.io/zone` and `region` labels, and each zone is Normal,
+//! PartialDisruption (more than 2 and at least `--unhealthy-zone-threshold`, 0.55, of its nodes
+//! not Ready) or FullDisruption (none Ready). A not-ready node joins its zone's queue and gets
+//! its NoExecute taint when the zone's token bucket (burst 1) allows: at `--node-eviction-rate`
+//! (0.1 nodes/s) in a Normal or FullDisruption zone, at `--secondary-node-eviction-rate` (0.01)
+//! in a PartialDisruption zone of more than `--large-cluster-size-threshold` (50) nodes, and not
+//! at all in a smaller one. When every zone is in FullDisruption the controller assumes that it,
+//! not the nodes, is cut off ("master disruption mode", logged on entering and leaving, as the
+//! real one logs it and records no event): it removes the NoExecute not-ready/unreachable
+//! taints of every node and taints none until some node is Ready again; then every node gets a
+//! fresh grace period and the zones their rates back. Nodes labelled
+//! `node.kubernetes.io/exclude-disruption` count in no zone.
 //!
 //! Timing: instead of the real controller's pass over all nodes every `--node-monitor-period`
 //! (5 s), each node's key is queued when the node or its Lease changes, and woken once at the
 //! moment its grace period would run out — so a silent node is noticed exactly on time, and a
-//! quiet cluster costs nothing. Not here: the per-zone eviction rate limits
-//! (`--node-eviction-rate`, `--secondary-node-eviction-rate`, `--unhealthy-zone-threshold`), which
-//! slow down or stop tainting when many nodes of a zone fail at once: every failed node is
-//! tainted at once.
+//! quiet cluster costs nothing. The zone states are recomputed when a node's zone or readiness
+//! changes, and the tainting loop (the real one runs every 100 ms) sleeps until the next token of
+//! a zone with nodes waiting. One consequence: nodes that fall silent at nearly the same moment
+//! are noticed one by one rather than in one pass, so while a whole cluster goes down the first
+//! of them may be tainted for a moment before master disruption mode removes the taint again
+//! (the real controller has the same window when the failures straddle two passes).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -43,9 +61,12 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use parking_lot::Mutex;
 use serde_json::json;
+use tokio::sync::Notify;
 
 use super::Ctx;
+use super::informer::Change;
 use super::util::{self, Events};
+use super::zones::{Member, Next, Rates, Transition, Zones, display_zone};
 
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -127,8 +148,41 @@ fn managed(t: &Taint) -> bool {
     }
 }
 
-/// The controller-managed taints the node should carry: (key, effect).
-pub fn wanted_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
+/// What becomes of a node's `NoExecute` not-ready/unreachable taint besides the changes made at
+/// once (see [`reconcile_taints`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoExecute {
+    /// Ready (or no Ready condition yet): no such taint, and out of its zone's tainting queue.
+    Forget,
+    /// Not ready and not tainted yet: the taint comes through the zone's rate-limited queue.
+    Queue,
+    /// Not ready and tainted (the taint swapped at once between not-ready and unreachable when
+    /// the Ready condition went from False to Unknown or back).
+    Keep,
+}
+
+fn no_execute_key(node: &Node) -> Option<&'static str> {
+    match condition(node, "Ready").map(|c| c.status.as_str()) {
+        Some("False") => Some(TAINT_NOT_READY),
+        Some("Unknown") => Some(TAINT_UNREACHABLE),
+        _ => None,
+    }
+}
+
+fn is_no_execute(t: &Taint) -> bool {
+    t.effect == "NoExecute" && (t.key == TAINT_UNREACHABLE || t.key == TAINT_NOT_READY)
+}
+
+fn taints_of(node: &Node) -> &[Taint] {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
+}
+
+/// The controller-managed taints the node should carry at once: (key, effect), and what
+/// becomes of its NoExecute taint.
+pub fn wanted_taints(node: &Node) -> (Vec<(&'static str, &'static str)>, NoExecute) {
     let mut out = Vec::new();
     for (type_, status, key) in CONDITION_TAINTS {
         if condition(node, type_).is_some_and(|c| c.status == status) {
@@ -138,23 +192,24 @@ pub fn wanted_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
         out.push((TAINT_UNSCHEDULABLE, "NoSchedule"));
     }
-    match condition(node, "Ready").map(|c| c.status.as_str()) {
-        Some("False") => out.push((TAINT_NOT_READY, "NoExecute")),
-        Some("Unknown") => out.push((TAINT_UNREACHABLE, "NoExecute")),
-        _ => {}
-    }
-    out
+    let no_execute = match no_execute_key(node) {
+        None => NoExecute::Forget,
+        Some(key) if taints_of(node).iter().any(is_no_execute) => {
+            out.push((key, "NoExecute"));
+            NoExecute::Keep
+        }
+        Some(_) => NoExecute::Queue,
+    };
+    (out, no_execute)
 }
 
-/// The node's new taint list when the managed taints must change: other taints kept as they
-/// are, managed ones no longer wanted removed, wanted ones added with `timeAdded: now`.
-pub fn reconcile_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
-    let wanted = wanted_taints(node);
-    let current: &[Taint] = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default();
+/// The node's new taint list when the managed taints must change at once (None: no change):
+/// other taints kept as they are, managed ones no longer wanted removed, wanted ones added with
+/// `timeAdded: now`. A missing NoExecute taint is not added here but queued (see
+/// [`super::zones`]).
+pub fn reconcile_taints(node: &Node, now: Timestamp) -> (Option<Vec<Taint>>, NoExecute) {
+    let (wanted, no_execute) = wanted_taints(node);
+    let current = taints_of(node);
     let is_wanted = |t: &Taint| wanted.iter().any(|(k, e)| t.key == *k && t.effect == *e);
     let mut out: Vec<Taint> = current
         .iter()
@@ -164,16 +219,48 @@ pub fn reconcile_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
     let mut changed = out.len() != current.len();
     for (key, effect) in wanted {
         if !out.iter().any(|t| t.key == key && t.effect == effect) {
-            out.push(Taint {
-                key: key.into(),
-                effect: effect.into(),
-                value: None,
-                time_added: Some(Time(now)),
-            });
+            out.push(new_taint(key, effect, now));
             changed = true;
         }
     }
-    changed.then_some(out)
+    (changed.then_some(out), no_execute)
+}
+
+fn new_taint(key: &str, effect: &str, now: Timestamp) -> Taint {
+    Taint {
+        key: key.into(),
+        effect: effect.into(),
+        value: None,
+        time_added: Some(Time(now)),
+    }
+}
+
+/// The taints with the NoExecute taint the node's Ready condition calls for (the other one of
+/// the pair removed); None when nothing changes or the node is Ready.
+pub fn with_no_execute(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
+    let key = no_execute_key(node)?;
+    let current = taints_of(node);
+    let mut out: Vec<Taint> = current
+        .iter()
+        .filter(|t| !is_no_execute(t) || t.key == key)
+        .cloned()
+        .collect();
+    if !out.iter().any(is_no_execute) {
+        out.push(new_taint(key, "NoExecute", now));
+    }
+    (out != current).then_some(out)
+}
+
+/// The taints without the not-ready/unreachable NoExecute ones (`markNodeAsReachable`); None
+/// when there are none.
+pub fn without_no_execute(node: &Node) -> Option<Vec<Taint>> {
+    let current = taints_of(node);
+    let out: Vec<Taint> = current
+        .iter()
+        .filter(|t| !is_no_execute(t))
+        .cloned()
+        .collect();
+    (out.len() != current.len()).then_some(out)
 }
 
 /// What the controller remembers of a node's heartbeats.
@@ -197,18 +284,44 @@ pub struct NodeLifecycleController {
     queue: Arc<super::informer::Queue>,
     events: Events,
     health: Mutex<HashMap<String, Health>>,
+    /// The zones, their states and their tainting queues.
+    zones: Mutex<Zones>,
+    /// Wakes the tainting loop: a zone's membership changed or a node was queued.
+    tainter: Notify,
 }
+
+/// How long a node whose tainting failed waits before the next attempt (as the real one).
+const TAINT_RETRY: Duration = Duration::from_millis(50);
 
 pub fn start(ctx: &Arc<Ctx>) {
     let queue = super::informer::Queue::new("node-lifecycle");
+    let cfg = &ctx.config;
+    let rates = Rates {
+        eviction_qps: cfg.node_eviction_rate,
+        secondary_eviction_qps: cfg.secondary_node_eviction_rate,
+        large_cluster_threshold: cfg.large_cluster_size_threshold,
+        unhealthy_zone_threshold: cfg.unhealthy_zone_threshold,
+    };
+    tracing::info!(?rates, "node eviction rates");
     let c = Arc::new(NodeLifecycleController {
         ctx: ctx.clone(),
         queue: queue.clone(),
         events: Events::new(ctx.client.clone(), "node-controller"),
         health: Mutex::new(HashMap::new()),
+        zones: Mutex::new(Zones::new(rates)),
+        tainter: Notify::new(),
     });
-    let q = queue.clone();
-    ctx.inf.nodes.on_change(move |n, _| q.add(n.name_any()));
+    let (q, c2) = (queue.clone(), c.clone());
+    ctx.inf.nodes.on_change(move |n, change| {
+        let name = n.name_any();
+        c2.observe(&name, (change == Change::Applied).then_some(n));
+        q.add(name);
+    });
+    let (c2, ctx2) = (c.clone(), ctx.clone());
+    tokio::spawn(async move {
+        ctx2.synced().await;
+        c2.run_tainter().await;
+    });
     let q = queue.clone();
     ctx.inf
         .node_leases
@@ -232,8 +345,17 @@ fn node_ref(name: &str, uid: &str) -> ObjectReference {
 }
 
 impl NodeLifecycleController {
+    /// Records a node's zone and readiness (None: deleted) for the zones' states.
+    fn observe(&self, name: &str, node: Option<&Node>) {
+        let member = node.map(Member::of);
+        if self.zones.lock().observe(name, member, Instant::now()) {
+            self.tainter.notify_one();
+        }
+    }
+
     async fn sync(&self, name: &str) -> anyhow::Result<()> {
         let Some(node) = self.ctx.inf.nodes.store().get(&ObjectRef::new(name)) else {
+            self.observe(name, None);
             if let Some(h) = self.health.lock().remove(name) {
                 tracing::info!(node = name, "node deleted");
                 self.events.normal(
@@ -359,7 +481,11 @@ impl NodeLifecycleController {
             e.pods_need_retry = false;
         }
 
-        if let Some(taints) = reconcile_taints(&node, now) {
+        // The zones see the node's readiness before its taint is queued, so that the tainting
+        // loop works with the zone states this change makes.
+        self.observe(name, Some(&node));
+        let (taints, no_execute) = reconcile_taints(&node, now);
+        if let Some(taints) = taints {
             let keys: Vec<String> = taints
                 .iter()
                 .map(|t| format!("{}:{}", t.key, t.effect))
@@ -372,7 +498,199 @@ impl NodeLifecycleController {
                 Err(e) => return Err(e.into()),
             }
         }
+        let uid = node.uid().unwrap_or_default();
+        let mut zones = self.zones.lock();
+        let Some(q) = zones.queue_of(name) else {
+            return Ok(());
+        };
+        match no_execute {
+            NoExecute::Forget => {
+                q.remove(name);
+            }
+            NoExecute::Queue => {
+                if q.requeue(name, &uid, Instant::now()) {
+                    tracing::info!(
+                        node = name,
+                        "node is not ready: queued for its NoExecute taint"
+                    );
+                    drop(zones);
+                    self.tainter.notify_one();
+                }
+            }
+            NoExecute::Keep => {}
+        }
         Ok(())
+    }
+
+    /// The tainting loop (the real `doNoExecuteTaintingPass` and `handleDisruption`): runs a
+    /// pass whenever woken, and sleeps until the next token of a zone with nodes waiting.
+    async fn run_tainter(self: Arc<Self>) {
+        loop {
+            match self.tainting_pass().await {
+                Some(wait) if wait.is_zero() => {}
+                Some(wait) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.tainter.notified() => {}
+                    }
+                }
+                None => self.tainter.notified().await,
+            }
+        }
+    }
+
+    /// One pass: the zone states when a node's zone or readiness changed, then the queues as
+    /// far as their tokens allow. Returns when to look again (None: when woken).
+    async fn tainting_pass(&self) -> Option<Duration> {
+        let transitions = {
+            let mut z = self.zones.lock();
+            if z.take_dirty() {
+                z.handle_disruption(Instant::now())
+            } else {
+                Vec::new()
+            }
+        };
+        for t in transitions {
+            self.transition(t).await;
+        }
+        let mut wait: Option<Duration> = None;
+        let keys = self.zones.lock().zone_keys();
+        for zone in keys {
+            loop {
+                let next = {
+                    let mut z = self.zones.lock();
+                    if z.is_dirty() {
+                        // Readiness changed meanwhile: the zone states first.
+                        return Some(Duration::ZERO);
+                    }
+                    match z.queue(&zone) {
+                        Some(q) => q.next(Instant::now()),
+                        None => Next::Idle,
+                    }
+                };
+                match next {
+                    Next::Idle => break,
+                    Next::Wait(d) => {
+                        wait = Some(wait.map_or(d, |w| w.min(d)));
+                        break;
+                    }
+                    Next::Taint(p) => {
+                        let result = self.taint(&p.node, &zone).await;
+                        let mut z = self.zones.lock();
+                        let Some(q) = z.queue(&zone) else { break };
+                        match result {
+                            Ok(()) => q.finish(&p.node),
+                            Err(e) => {
+                                tracing::warn!(node = %p.node, error = %format!("{e:#}"), "could not add the NoExecute taint; retrying");
+                                q.retry(&p.node, Instant::now(), TAINT_RETRY);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        wait
+    }
+
+    /// Adds a node's NoExecute taint (not-ready or unreachable, from its Ready condition), its
+    /// token taken.
+    async fn taint(&self, name: &str, zone: &str) -> anyhow::Result<()> {
+        let Some(node) = self.ctx.inf.nodes.store().get(&ObjectRef::new(name)) else {
+            tracing::info!(node = name, "node no longer present: not tainted");
+            return Ok(());
+        };
+        if condition(&node, "Ready").is_none() {
+            anyhow::bail!("node {name} has no Ready condition");
+        }
+        if self
+            .update_taints(name, |n| with_no_execute(n, util::now()))
+            .await?
+        {
+            tracing::info!(node = name, zone = %display_zone(zone), "added the NoExecute taint (rate-limited)");
+        }
+        Ok(())
+    }
+
+    /// Changes a node's taints with `f` (None: nothing to change), from the cached node and
+    /// again from a fresh one on conflicts. Whether the node was updated.
+    async fn update_taints(
+        &self,
+        name: &str,
+        f: impl Fn(&Node) -> Option<Vec<Taint>>,
+    ) -> anyhow::Result<bool> {
+        let api: Api<Node> = Api::all(self.ctx.client.clone());
+        let Some(cached) = self.ctx.inf.nodes.store().get(&ObjectRef::new(name)) else {
+            return Ok(false);
+        };
+        let mut node = (*cached).clone();
+        for attempt in 0..5 {
+            let Some(taints) = f(&node) else {
+                return Ok(false);
+            };
+            node.spec.get_or_insert_with(Default::default).taints = Some(taints);
+            match api.replace(name, &PostParams::default(), &node).await {
+                Ok(_) => return Ok(true),
+                Err(e) if util::is_not_found(&e) => return Ok(false),
+                Err(e) if util::is_conflict(&e) && attempt < 4 => match api.get_opt(name).await? {
+                    Some(n) => node = n,
+                    None => return Ok(false),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Acts on a change of the zone states (the log lines are the real controller's).
+    async fn transition(&self, t: Transition) {
+        match t {
+            Transition::EnterMasterDisruption => {
+                tracing::warn!(
+                    "Controller detected that all Nodes are not-Ready. Entering master disruption mode"
+                );
+                // No node keeps a NoExecute taint of ours, and none waits for one.
+                for node in self.ctx.inf.nodes.store().state() {
+                    let name = node.name_any();
+                    if let Some(q) = self.zones.lock().queue_of(&name) {
+                        q.remove(&name);
+                    }
+                    match self.update_taints(&name, without_no_execute).await {
+                        Ok(true) => tracing::info!(
+                            node = %name,
+                            "master disruption mode: removed the NoExecute taint"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::error!(node = %name, error = %e, "Failed to remove taints from Node")
+                        }
+                    }
+                }
+            }
+            Transition::ExitMasterDisruption => {
+                tracing::warn!(
+                    "Controller detected that some Nodes are Ready. Exiting master disruption mode"
+                );
+                // Every node gets a fresh grace period.
+                let now = util::now();
+                for h in self.health.lock().values_mut() {
+                    h.probe = now;
+                }
+            }
+            Transition::Zone {
+                zone,
+                from,
+                to,
+                qps,
+            } => {
+                tracing::info!(
+                    zone = %display_zone(&zone),
+                    %from,
+                    new_state = %to,
+                    tainting_rate = %qps,
+                    "Controller detected that zone is now in new state"
+                );
+            }
+        }
     }
 
     /// Sets the Ready condition of the node's pods to False; false when some update failed.
@@ -469,10 +787,18 @@ mod tests {
     fn taints_follow_conditions_and_cordon() {
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let healthy = node(&[("Ready", "True")], false, vec![]);
-        assert_eq!(reconcile_taints(&healthy, now), None);
+        assert_eq!(reconcile_taints(&healthy, now), (None, NoExecute::Forget));
 
+        // Not ready: the NoSchedule taint at once, the NoExecute one through the zone's queue.
         let unknown = node(&[("Ready", "Unknown")], false, vec![]);
-        let t = reconcile_taints(&unknown, now).unwrap();
+        let (t, ne) = reconcile_taints(&unknown, now);
+        let t = t.unwrap();
+        assert_eq!(ne, NoExecute::Queue);
+        assert_eq!(keys(&t), ["node.kubernetes.io/unreachable:NoSchedule"]);
+        assert!(t.iter().all(|t| t.time_added.as_ref().unwrap().0 == now));
+        // The tainting queue adds it.
+        let tainted = node(&[("Ready", "Unknown")], false, t);
+        let t = with_no_execute(&tainted, now).unwrap();
         assert_eq!(
             keys(&t),
             [
@@ -480,9 +806,11 @@ mod tests {
                 "node.kubernetes.io/unreachable:NoExecute"
             ]
         );
-        assert!(t.iter().all(|t| t.time_added.as_ref().unwrap().0 == now));
+        let tainted = node(&[("Ready", "Unknown")], false, t.clone());
+        assert_eq!(with_no_execute(&tainted, now), None);
+        assert_eq!(reconcile_taints(&tainted, now), (None, NoExecute::Keep));
 
-        // Ready False swaps unreachable for not-ready; a user's taint stays.
+        // Ready False swaps unreachable for not-ready at once (no queue); a user's taint stays.
         let user = Taint {
             key: "dedicated".into(),
             value: Some("gpu".into()),
@@ -492,7 +820,9 @@ mod tests {
         let mut old = t.clone();
         old.push(user.clone());
         let not_ready = node(&[("Ready", "False"), ("DiskPressure", "True")], true, old);
-        let t = reconcile_taints(&not_ready, now).unwrap();
+        let (t, ne) = reconcile_taints(&not_ready, now);
+        let t = t.unwrap();
+        assert_eq!(ne, NoExecute::Keep);
         assert_eq!(
             keys(&t),
             [
@@ -503,19 +833,31 @@ mod tests {
                 "node.kubernetes.io/not-ready:NoExecute"
             ]
         );
-
-        // Back to Ready: only the user's taint is left.
-        let back = node(&[("Ready", "True")], false, t);
+        // Master disruption mode: only the NoExecute taint of ours goes.
+        let in_disruption = node(&[("Ready", "False")], false, t.clone());
         assert_eq!(
-            keys(&reconcile_taints(&back, now).unwrap()),
-            ["dedicated:NoExecute"]
+            keys(&without_no_execute(&in_disruption).unwrap()),
+            [
+                "dedicated:NoExecute",
+                "node.kubernetes.io/not-ready:NoSchedule",
+                "node.kubernetes.io/disk-pressure:NoSchedule",
+                "node.kubernetes.io/unschedulable:NoSchedule",
+            ]
         );
+        assert_eq!(without_no_execute(&healthy), None);
+
+        // Back to Ready: only the user's taint is left, at once.
+        let back = node(&[("Ready", "True")], false, t);
+        let (t, ne) = reconcile_taints(&back, now);
+        assert_eq!(keys(&t.unwrap()), ["dedicated:NoExecute"]);
+        assert_eq!(ne, NoExecute::Forget);
+        assert_eq!(with_no_execute(&back, now), None);
         // Nothing to change keeps existing timeAdded (None means unchanged).
         let cordoned = node(&[("Ready", "True")], true, vec![]);
-        let t = reconcile_taints(&cordoned, now).unwrap();
+        let t = reconcile_taints(&cordoned, now).0.unwrap();
         assert_eq!(
             reconcile_taints(&node(&[("Ready", "True")], true, t), now),
-            None
+            (None, NoExecute::Forget)
         );
     }
 }
