@@ -150,10 +150,12 @@ pub(super) fn admit(
         ));
     }
     // A key given twice: serde_json kept the last, Go's decoder decodes the second into what the
-    // first left (under Strict the request is refused below, nothing is stored either way).
+    // first left (under Strict the request is refused below, nothing is stored either way). The
+    // body is scanned for that once; a second, ordered scan only when there is something to say.
+    let duplicates = opts.raw_json.as_deref().is_some_and(gojson::has_duplicates);
     if let (Some(raw), Some(root)) = (&opts.raw_json, ctx.definition_of(r))
         && opts.validation != FieldValidation::Strict
-        && gojson::has_duplicates(raw)
+        && duplicates
         && let Some(go) = gojson::decode_like_go(raw, ctx.openapi.definitions(), root)
         && go.is_object()
     {
@@ -263,6 +265,7 @@ pub(super) fn admit(
         // fields, and keys given twice (which only the raw JSON still shows).
         let strict: Vec<String> = match (&opts.validation, &opts.raw_json) {
             (FieldValidation::Ignore, _) => Vec::new(),
+            (_, Some(_)) if !duplicates && decoded.unknown.is_empty() => Vec::new(),
             (_, Some(raw)) => gojson::strict_errors(raw, &decoded.unknown, false),
             (_, None) => decoded
                 .unknown
@@ -290,6 +293,7 @@ pub(super) fn admit(
         // duplicate keys, and those come before the unknown fields the schema prunes.
         let mut strict = match (&opts.validation, &opts.raw_json) {
             (FieldValidation::Ignore, _) | (_, None) => Vec::new(),
+            (_, Some(_)) if !duplicates => Vec::new(),
             (_, Some(raw)) => gojson::strict_errors(raw, &[], true),
         };
         strict.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
