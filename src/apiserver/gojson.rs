@@ -60,34 +60,10 @@ struct Schemas<'a> {
 }
 
 impl<'a> Schemas<'a> {
-    /// Follows `$ref`s (and single-alternative wrappers) to the node describing the value, and
-    /// the definition it is.
-    fn resolve(&self, mut node: &'a Value) -> (&'a Value, Option<&'a str>) {
-        let mut name = None;
-        for _ in 0..32 {
-            if let Some(r) = node.get("$ref").and_then(Value::as_str) {
-                let def_name = r.rsplit('/').next().unwrap_or(r);
-                match self.defs.get_key_value(def_name) {
-                    Some((k, def)) => {
-                        node = def;
-                        name = Some(k.as_str());
-                        continue;
-                    }
-                    None => return (&Value::Null, name),
-                }
-            }
-            let inner = ["allOf", "anyOf", "oneOf"].iter().find_map(|w| {
-                node.get(*w)
-                    .and_then(Value::as_array)
-                    .filter(|alts| alts.len() == 1)
-                    .and_then(|alts| alts.first())
-            });
-            match inner {
-                Some(inner) if node.get("properties").is_none() => node = inner,
-                _ => break,
-            }
-        }
-        (node, name)
+    /// Follows `$ref`s (and single wrappers) to the node describing the value, and the definition
+    /// it is.
+    fn resolve(&self, node: &'a Value) -> (&'a Value, Option<&'a str>) {
+        super::strategic::resolve_schema(self.defs, node)
     }
 
     fn shape(&self, node: &'a Value) -> Shape<'a> {

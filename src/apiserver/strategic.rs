@@ -514,38 +514,8 @@ struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    /// Follows `$ref` and single wrappers to the node that describes the value.
-    fn resolve(&self, mut node: &'a Value) -> (&'a Value, Option<&'a str>) {
-        let mut name = None;
-        for _ in 0..32 {
-            if let Some(r) = node.get("$ref").and_then(Value::as_str) {
-                let def_name = r.rsplit('/').next().unwrap_or(r);
-                match self.defs.get_key_value(def_name) {
-                    Some((k, def)) => {
-                        node = def;
-                        name = Some(k.as_str());
-                        continue;
-                    }
-                    None => return (&Value::Null, None),
-                }
-            }
-            let wrapped = ["allOf", "anyOf", "oneOf"].iter().find_map(|w| {
-                node.get(*w)
-                    .and_then(Value::as_array)
-                    .and_then(|alts| alts.iter().find(|alt| !is_null_schema(alt)))
-            });
-            match wrapped {
-                Some(inner)
-                    if node.get("properties").is_none()
-                        && node.get("items").is_none()
-                        && node.get("additionalProperties").is_none() =>
-                {
-                    node = inner
-                }
-                _ => break,
-            }
-        }
-        (node, name)
+    fn resolve(&self, node: &'a Value) -> (&'a Value, Option<&'a str>) {
+        resolve_schema(self.defs, node)
     }
 
     fn schema_of(&self, node: &'a Value) -> Schema<'a> {
@@ -635,6 +605,45 @@ impl<'a> Ctx<'a> {
             }
         })
     }
+}
+
+/// Follows `$ref`s and single wrappers (`allOf`/`anyOf`/`oneOf` around one non-null schema) to the
+/// node that describes a value in the OpenAPI definitions, and the definition's name. Also what the
+/// Go-wording decoder errors ([`super::gojson`]) walk.
+pub(super) fn resolve_schema<'a>(
+    defs: &'a Map<String, Value>,
+    mut node: &'a Value,
+) -> (&'a Value, Option<&'a str>) {
+    let mut name = None;
+    for _ in 0..32 {
+        if let Some(r) = node.get("$ref").and_then(Value::as_str) {
+            let def_name = r.rsplit('/').next().unwrap_or(r);
+            match defs.get_key_value(def_name) {
+                Some((k, def)) => {
+                    node = def;
+                    name = Some(k.as_str());
+                    continue;
+                }
+                None => return (&Value::Null, None),
+            }
+        }
+        let wrapped = ["allOf", "anyOf", "oneOf"].iter().find_map(|w| {
+            node.get(*w)
+                .and_then(Value::as_array)
+                .and_then(|alts| alts.iter().find(|alt| !is_null_schema(alt)))
+        });
+        match wrapped {
+            Some(inner)
+                if node.get("properties").is_none()
+                    && node.get("items").is_none()
+                    && node.get("additionalProperties").is_none() =>
+            {
+                node = inner
+            }
+            _ => break,
+        }
+    }
+    (node, name)
 }
 
 fn is_null_schema(v: &Value) -> bool {
