@@ -15,7 +15,7 @@ mod lab;
 
 use std::time::{Duration, Instant};
 
-use lab::Lab;
+use lab::{Lab, taints};
 use serde_json::Value;
 
 const PROFILE: &str = "disrupt";
@@ -64,10 +64,7 @@ spec:
 ";
 
 fn json(lab: &Lab, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    let out = lab.kubectl(CTX, &a);
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    lab.kubectl_json(CTX, args)
 }
 
 fn nodes(lab: &Lab) -> Vec<Value> {
@@ -88,23 +85,6 @@ fn ready(node: &Value) -> String {
         .and_then(|c| c["status"].as_str())
         .unwrap_or("")
         .to_string()
-}
-
-fn taints(node: &Value) -> Vec<String> {
-    node["spec"]["taints"]
-        .as_array()
-        .map(|ts| {
-            ts.iter()
-                .map(|t| {
-                    format!(
-                        "{}:{}",
-                        t["key"].as_str().unwrap_or(""),
-                        t["effect"].as_str().unwrap_or("")
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn has_no_execute(node: &Value) -> bool {

@@ -11,7 +11,7 @@ mod lab;
 
 use std::time::Duration;
 
-use lab::Lab;
+use lab::{Lab, taints};
 use serde_json::Value;
 
 const PROFILE: &str = "nodes";
@@ -19,10 +19,7 @@ const CTX: &str = "minik-nodes";
 const WAIT: Duration = Duration::from_secs(40);
 
 fn json(lab: &Lab, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    let out = lab.kubectl(CTX, &a);
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    lab.kubectl_json(CTX, args)
 }
 
 fn items(v: &Value) -> Vec<Value> {
@@ -34,23 +31,6 @@ fn condition(obj: &Value, type_: &str) -> Value {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
         .unwrap_or(Value::Null)
-}
-
-fn taints(node: &Value) -> Vec<String> {
-    node["spec"]["taints"]
-        .as_array()
-        .map(|ts| {
-            ts.iter()
-                .map(|t| {
-                    format!(
-                        "{}:{}",
-                        t["key"].as_str().unwrap_or(""),
-                        t["effect"].as_str().unwrap_or("")
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn node(lab: &Lab, name: &str) -> Value {

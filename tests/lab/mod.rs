@@ -76,6 +76,14 @@ impl Lab {
             .expect("the real kubectl must be installed (it is never skipped)")
     }
 
+    /// `kubectl ARGS -o json` against `context`, parsed; Null when it fails.
+    pub fn kubectl_json(&self, context: &str, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.kubectl(context, &a);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
     pub fn kubectl_ok(&self, context: &str, args: &[&str]) -> String {
         let out = self.kubectl(context, args);
         assert!(
@@ -158,6 +166,24 @@ pub fn comm(pid: u64) -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
+}
+
+/// A node's taints as `key:effect`.
+pub fn taints(node: &Value) -> Vec<String> {
+    node["spec"]["taints"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    format!(
+                        "{}:{}",
+                        t["key"].as_str().unwrap_or(""),
+                        t["effect"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn pod_json(lab: &Lab, context: &str, name: &str) -> Value {
