@@ -41,17 +41,7 @@ fn apply(lab: &Lab, profile: &str, name: &str, yaml: &str) {
 fn up(lab: &Lab, profile: &str, config: &str) {
     // The images the pods use (`minik image build` is idempotent and locked).
     lab.ok(&["image", "build"]);
-    let cfg = lab.home.path().join(format!("{profile}.yaml"));
-    std::fs::write(&cfg, config).unwrap();
-    lab.ok(&[
-        "up",
-        "--name",
-        profile,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--wait",
-        "90s",
-    ]);
+    lab.up_with_config(profile, config, "90s");
 }
 
 /// The profile's pod network (recorded in its config by `up`).

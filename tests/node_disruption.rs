@@ -136,24 +136,11 @@ fn zones_rate_limit_tainting_and_full_disruption_stops_it() {
     let lab = Lab::new();
     let profile = lab.home.path().join("nodes.yaml");
     std::fs::write(&profile, NODES).unwrap();
-    let cfg = lab.home.path().join("cluster.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nnodes: 0\nfakeNodeProfile: {}\nextraArgs:\n  kube-controller-manager: {{node-monitor-grace-period: 4s, node-eviction-rate: '0.15'}}\n  fake-kubelet: {{heartbeat: 1s}}\n",
-            profile.display()
-        ),
-    )
-    .unwrap();
-    lab.ok(&[
-        "up",
-        "--name",
-        PROFILE,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--wait",
-        "60s",
-    ]);
+    let config = format!(
+        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nnodes: 0\nfakeNodeProfile: {}\nextraArgs:\n  kube-controller-manager: {{node-monitor-grace-period: 4s, node-eviction-rate: '0.15'}}\n  fake-kubelet: {{heartbeat: 1s}}\n",
+        profile.display()
+    );
+    lab.up_with_config(PROFILE, &config, "60s");
     lab.wait_for("10 Ready untainted nodes", WAIT, || {
         let ns = nodes(&lab);
         ns.len() == 10

@@ -103,21 +103,11 @@ spec:
 #[test]
 fn silent_nodes_are_tainted_and_their_pods_evicted() {
     let lab = Lab::new();
-    let cfg = lab.home.path().join("cluster.yaml");
-    std::fs::write(
-        &cfg,
-        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nfakeNodes: 3\nextraArgs:\n  kube-controller-manager: {node-monitor-grace-period: 4s, terminated-pod-gc-threshold: '3'}\n  fake-kubelet: {heartbeat: 1s}\n",
-    )
-    .unwrap();
-    lab.ok(&[
-        "up",
-        "--name",
+    lab.up_with_config(
         PROFILE,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--wait",
+        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nfakeNodes: 3\nextraArgs:\n  kube-controller-manager: {node-monitor-grace-period: 4s, terminated-pod-gc-threshold: '3'}\n  fake-kubelet: {heartbeat: 1s}\n",
         "60s",
-    ]);
+    );
     lab.wait_for("3 Ready untainted nodes", WAIT, || {
         let nodes = items(&json(&lab, &["get", "nodes"]));
         nodes.len() == 3

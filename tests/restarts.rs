@@ -108,21 +108,11 @@ fn pods_by_owner(pods: &[Value]) -> Vec<(String, usize)> {
 #[test]
 fn killing_the_controller_manager_and_scheduler_mid_rollout_loses_nothing() {
     let lab = Lab::new();
-    let cfg = lab.home.path().join("cluster.yaml");
-    std::fs::write(
-        &cfg,
-        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nfakeNodes: 3\nextraArgs:\n  fake-kubelet: {pod-ready-delay: 300ms}\n",
-    )
-    .expect("write config");
-    lab.ok(&[
-        "up",
-        "--name",
+    lab.up_with_config(
         PROFILE,
-        "--config",
-        cfg.to_str().expect("utf-8 path"),
-        "--wait",
+        "apiVersion: minik.dev/v1alpha1\nkind: Cluster\nfakeNodes: 3\nextraArgs:\n  fake-kubelet: {pod-ready-delay: 300ms}\n",
         "60s",
-    ]);
+    );
     lab.wait_for("3 nodes", Duration::from_secs(40), || {
         items(&json(&lab, &["get", "nodes"])).len() == 3
     });

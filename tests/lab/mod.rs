@@ -76,6 +76,21 @@ impl Lab {
             .expect("the real kubectl must be installed (it is never skipped)")
     }
 
+    /// `minik up --name NAME --config <file with CONFIG> --wait WAIT`, which must succeed.
+    pub fn up_with_config(&self, name: &str, config: &str, wait: &str) -> String {
+        let cfg = self.home.path().join(format!("{name}-cluster.yaml"));
+        std::fs::write(&cfg, config).expect("write config");
+        self.ok(&[
+            "up",
+            "--name",
+            name,
+            "--config",
+            cfg.to_str().expect("utf-8 path"),
+            "--wait",
+            wait,
+        ])
+    }
+
     /// `kubectl ARGS -o json` against `context`, parsed; Null when it fails.
     pub fn kubectl_json(&self, context: &str, args: &[&str]) -> Value {
         let mut a = args.to_vec();
