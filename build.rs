@@ -1,6 +1,9 @@
 //! Generates the etcd v3 gRPC API (messages, tonic servers and clients) from `proto/etcd/*.proto`.
 //!
 //! The .proto files are parsed in-process by `protox`, so no system `protoc` is needed.
+//!
+//! It also hands the linker `link/kubelet.order`, which lays the kubelet's functions out side by
+//! side in optimized builds (the file says why).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -17,5 +20,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .compile_fds(fds)?;
 
+    kubelet_code_layout();
     Ok(())
+}
+
+/// LLD's `--symbol-ordering-file` for the `minik` binary, where LLD is the linker: rustc links
+/// with its own LLD on x86_64-unknown-linux-gnu. Debug builds keep the default layout.
+fn kubelet_code_layout() {
+    println!("cargo:rerun-if-changed=link/kubelet.order");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let optimized = std::env::var("OPT_LEVEL").is_ok_and(|l| l != "0");
+    let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
+        return;
+    };
+    if target == "x86_64-unknown-linux-gnu" && optimized {
+        println!(
+            "cargo:rustc-link-arg-bin=minik=-Wl,--symbol-ordering-file={dir}/link/kubelet.order"
+        );
+        println!("cargo:rustc-link-arg-bin=minik=-Wl,--no-warn-symbol-ordering");
+    }
 }
