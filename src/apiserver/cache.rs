@@ -193,6 +193,20 @@ impl WatchCache {
         })
     }
 
+    /// Starts the caches of the types stored under `prefixes`, one after another, in the
+    /// background — as kube-apiserver starts a cacher for every resource it serves, so that the
+    /// first list, watch or update of a type does not wait for its initial list.
+    pub fn warm(self: &Arc<Self>, prefixes: Vec<String>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            for prefix in prefixes {
+                if let Err(e) = this.type_cache(&prefix).await {
+                    tracing::debug!("watch cache for {prefix} not started yet: {e:?}");
+                }
+            }
+        });
+    }
+
     /// The cache of the type stored under `prefix`, started (list + watch) on first use.
     async fn type_cache(self: &Arc<Self>, prefix: &str) -> Result<Arc<TypeCache>, StorageError> {
         let cell = self

@@ -533,10 +533,9 @@ pub(super) async fn resource_request(
             if view.is_some() {
                 body = to_storage(body)?;
             }
-            let (obj, rev) = update(ctx, &t, &name, status, &mut opts, |_old| {
-                Ok(std::mem::take(&mut body))
-            })
-            .await?;
+            // A copy per try: a PUT without a resourceVersion is retried on a conflict.
+            let (obj, rev) =
+                update(ctx, &t, &name, status, &mut opts, |_old| Ok(body.clone())).await?;
             Ok(written(StatusCode::OK, present(obj), rev))
         }
         ("patch", Some(name), sub @ (None | Some("status"))) => {
@@ -777,21 +776,42 @@ pub(super) async fn update(
 ) -> Result<(Value, i64), ApiError> {
     let r = t.resource;
     let key = r.key(t.namespace.as_deref(), name);
+    // The first try starts from the watch cache's copy, as kube-apiserver's cacher hands
+    // GuaranteedUpdate the cached object: no store read when it is current. The write itself
+    // is conditional on the revision, so a stale copy only costs a retry from the store.
+    let mut cached = ctx.cache.get(&r.key(None, ""), &key).await;
     for _ in 0..8 {
-        let current = ctx
-            .storage
-            .get(&key)
-            .await
-            .map_err(|e| storage_error(t, name, e))?;
-        let old = served(&current)?;
+        let from_cache = cached.take().and_then(|c| {
+            let rev = c.value["metadata"]["resourceVersion"]
+                .as_str()?
+                .parse::<i64>()
+                .ok()?;
+            Some((c.value.clone(), rev))
+        });
+        let was_cached = from_cache.is_some();
+        let (old, revision) = match from_cache {
+            Some(found) => found,
+            None => {
+                let current = ctx
+                    .storage
+                    .get(&key)
+                    .await
+                    .map_err(|e| storage_error(t, name, e))?;
+                (served(&current)?, current.revision)
+            }
+        };
         let mut obj = change(&old)?;
         let pinned = obj["metadata"]["resourceVersion"]
             .as_str()
             .filter(|rv| !rv.is_empty())
             .map(str::to_string);
         if let Some(rv) = &pinned
-            && *rv != current.revision.to_string()
+            && *rv != revision.to_string()
         {
+            if was_cached {
+                // The cache may not have seen the client's version yet: ask the store.
+                continue;
+            }
             return Err(ApiError::conflict(r.group, r.name, name));
         }
         if status {
@@ -837,8 +857,8 @@ pub(super) async fn update(
         // Nothing changed: no write, no event, the same resourceVersion (as kube-apiserver).
         let unchanged = same_but_resource_version(&obj, &old);
         if unchanged || opts.dry_run {
-            obj["metadata"]["resourceVersion"] = json!(current.revision.to_string());
-            return Ok((obj, current.revision));
+            obj["metadata"]["resourceVersion"] = json!(revision.to_string());
+            return Ok((obj, revision));
         }
         // The last finalizer of an object being deleted is gone: the object goes.
         let finalizers_done = obj["metadata"]["deletionTimestamp"].is_string()
@@ -851,13 +871,13 @@ pub(super) async fn update(
             }
             let (_, rev) = ctx
                 .storage
-                .delete(&key, current.revision)
+                .delete(&key, revision)
                 .await
                 .map_err(|e| storage_error(t, name, e))?;
             obj["metadata"]["resourceVersion"] = json!(rev.to_string());
             return Ok((obj, rev));
         }
-        match ctx.storage.update(&key, current.revision, bytes).await {
+        match ctx.storage.update(&key, revision, bytes).await {
             Ok(rev) => {
                 obj["metadata"]["resourceVersion"] = json!(rev.to_string());
                 if is_crd(r) {

@@ -239,6 +239,14 @@ pub async fn serve(
     super::bootstrap::run(&ctx)
         .await
         .context("creating the default namespaces and the `kubernetes` service")?;
+    let mut stored: Vec<String> = super::resources::RESOURCES
+        .iter()
+        .filter(|r| r.verbs == super::resources::Verbs::All)
+        .map(|r| r.key(None, ""))
+        .collect();
+    stored.sort();
+    stored.dedup();
+    ctx.cache.warm(stored);
     tracing::info!("serving the Kubernetes API on https://{addr}");
     println!("ready to serve on https://{addr}");
     tokio::pin!(shutdown);
