@@ -2049,6 +2049,14 @@ fn compare<'d>(
     if lhs.is_none() && rhs.is_none() {
         return;
     }
+    // An unchanged map or list holds no change: an update that touches one annotation does not
+    // walk the rest of the object field by field.
+    if let (Some(a), Some(b)) = (lhs, rhs)
+        && (a.is_object() || a.is_array())
+        && json_equal(a, b)
+    {
+        return;
+    }
     let atom = s.resolve(ty);
     let leaf = |c: &mut Comparison, path: &Path| match (lhs, rhs) {
         (None, _) => c.added.insert(path),

@@ -45,7 +45,21 @@ impl DecodeError {
 }
 
 fn roundtrip<T: for<'de> Deserialize<'de> + Serialize>(obj: &Value) -> Result<Value, DecodeError> {
-    let typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
+    // Most bodies decode: the path-tracking decoder runs only to say where one does not.
+    let typed = match T::deserialize(obj) {
+        Ok(typed) => typed,
+        Err(_) => decode_with_path::<T>(obj)?,
+    };
+    serde_json::to_value(&typed).map_err(|e| DecodeError {
+        path: Vec::new(),
+        message: e.to_string(),
+        go: false,
+    })
+}
+
+/// The decode again, tracking the path, for the error naming the refused field.
+fn decode_with_path<T: for<'de> Deserialize<'de>>(obj: &Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(obj).map_err(|e| {
         let path: Vec<Step> = e
             .path()
             .iter()
@@ -86,11 +100,6 @@ fn roundtrip<T: for<'de> Deserialize<'de> + Serialize>(obj: &Value) -> Result<Va
             message,
             go: false,
         }
-    })?;
-    serde_json::to_value(&typed).map_err(|e| DecodeError {
-        path: Vec::new(),
-        message: e.to_string(),
-        go: false,
     })
 }
 
