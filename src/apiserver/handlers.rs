@@ -780,7 +780,12 @@ pub(super) async fn update(
     // GuaranteedUpdate the cached object: no store read when it is current. The write itself
     // is conditional on the revision, so a stale copy only costs a retry from the store.
     let mut cached = ctx.cache.get(&r.key(None, ""), &key).await;
-    for _ in 0..8 {
+    // An update without a resourceVersion is retried until it lands, as GuaranteedUpdate loops
+    // (bounded here only so that a store gone wrong cannot spin a request forever).
+    for attempt in 0..UPDATE_TRIES {
+        if attempt > 0 {
+            tokio::task::yield_now().await;
+        }
         let from_cache = cached.take().and_then(|c| {
             let rev = c.value["metadata"]["resourceVersion"]
                 .as_str()?
@@ -891,6 +896,9 @@ pub(super) async fn update(
     }
     Err(ApiError::conflict(r.group, r.name, name))
 }
+
+/// How many times an update re-reads and retries after losing a race to another writer.
+const UPDATE_TRIES: usize = 1000;
 
 /// Applies a PATCH body to the current object.
 pub(super) fn apply_patch(
