@@ -183,6 +183,9 @@ pub enum WatchFrom {
 pub struct WatchCache {
     storage: EtcdStorage,
     types: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<TypeCache>>>>>,
+    /// Whether the store's watch progress notifications come only after the events before
+    /// them, so that a consistent list may be served from the cache (see [`Self::check_store`]).
+    progress_ordered: std::sync::atomic::AtomicBool,
 }
 
 impl WatchCache {
@@ -190,7 +193,29 @@ impl WatchCache {
         Arc::new(WatchCache {
             storage,
             types: parking_lot::Mutex::new(HashMap::new()),
+            progress_ordered: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Asks the store its version. etcd before 3.4.31 and 3.5.13 can send a watch progress
+    /// notification ahead of events it has not delivered yet (etcd-io/etcd#15220), so a list at
+    /// the current revision read from the cache could miss objects; with those, kube-apiserver
+    /// reads consistent lists from etcd, and so does this cache (until this says otherwise).
+    pub async fn check_store(&self) {
+        let ordered = match self.storage.server_version().await {
+            Ok(v) => progress_is_ordered(&v),
+            Err(e) => {
+                tracing::warn!("asking the store its version: {e:?}");
+                false
+            }
+        };
+        if !ordered {
+            tracing::info!(
+                "the store's watch progress notifications may run ahead of its events: lists at the current revision are read from it"
+            );
+        }
+        self.progress_ordered
+            .store(ordered, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Starts the caches of the types stored under `prefixes`, one after another, in the
@@ -279,6 +304,20 @@ impl WatchCache {
         sub_prefix: &str,
         freshness: Freshness,
     ) -> Result<(Vec<Arc<CachedObject>>, i64), StorageError> {
+        if freshness == Freshness::Current
+            && !self
+                .progress_ordered
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let page = self.storage.list(sub_prefix, 0, 0, None).await?;
+            let items = page
+                .items
+                .iter()
+                .filter_map(served)
+                .map(|v| Arc::new(CachedObject::new(v)))
+                .collect();
+            return Ok((items, page.revision));
+        }
         let cache = self.type_cache(prefix).await?;
         let want = match freshness {
             Freshness::Any => 0,
@@ -465,6 +504,53 @@ impl TypeCache {
                 "Too large resource version: {want}, current: {}",
                 self.state.read().revision
             ))),
+        }
+    }
+}
+
+/// Whether an etcd of version `v` sends progress notifications only after the events before
+/// them: 3.4.31+, 3.5.13+, 3.6 and later (kube-apiserver's feature support checker).
+fn progress_is_ordered(v: &str) -> bool {
+    let mut parts = v.trim().split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u64>()
+            .ok()
+    });
+    let (Some(Some(major)), Some(Some(minor)), Some(Some(patch))) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    match (major, minor) {
+        (3, 4) => patch >= 31,
+        (3, 5) => patch >= 13,
+        (3, m) => m >= 6,
+        (m, _) => m > 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_is_ordered;
+
+    #[test]
+    fn etcd_versions_with_ordered_progress_notifications() {
+        for (v, ok) in [
+            ("3.4.23", false),
+            ("3.4.30", false),
+            ("3.4.31", true),
+            ("3.5.12", false),
+            ("3.5.13", true),
+            ("3.5.17", true),
+            ("3.6.0", true),
+            ("3.3.27", false),
+            ("4.0.0", true),
+            ("", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(progress_is_ordered(v), ok, "{v}");
         }
     }
 }

@@ -236,6 +236,7 @@ pub async fn serve(
         alloc_lock: tokio::sync::Mutex::new(()),
         quota_lock: tokio::sync::Mutex::new(()),
     });
+    ctx.cache.check_store().await;
     super::bootstrap::run(&ctx)
         .await
         .context("creating the default namespaces and the `kubernetes` service")?;

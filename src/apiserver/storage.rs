@@ -28,6 +28,7 @@ use tonic::transport::Channel;
 
 use crate::etcd::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::etcd::proto::etcdserverpb::kv_client::KvClient;
+use crate::etcd::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::etcd::proto::etcdserverpb::watch_client::WatchClient;
 use crate::etcd::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
@@ -208,6 +209,7 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 pub struct EtcdStorage {
     kv: KvClient<Channel>,
     watch: WatchClient<Channel>,
+    maintenance: MaintenanceClient<Channel>,
 }
 
 impl EtcdStorage {
@@ -226,10 +228,22 @@ impl EtcdStorage {
             kv: KvClient::new(channel.clone())
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
-            watch: WatchClient::new(channel)
+            watch: WatchClient::new(channel.clone())
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
+            maintenance: MaintenanceClient::new(channel),
         })
+    }
+
+    /// The store's version (etcd's `Status`), as `3.5.17`.
+    pub async fn server_version(&self) -> Result<String, StorageError> {
+        let resp = self
+            .maintenance
+            .clone()
+            .status(crate::etcd::proto::etcdserverpb::StatusRequest {})
+            .await?
+            .into_inner();
+        Ok(resp.version)
     }
 
     /// The current revision of the store.
