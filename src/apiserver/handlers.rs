@@ -861,6 +861,11 @@ pub(super) async fn update(
         let bytes = for_storage(&mut obj, &old)?;
         // Nothing changed: no write, no event, the same resourceVersion (as kube-apiserver).
         let unchanged = same_but_resource_version(&obj, &old);
+        if (unchanged || opts.dry_run) && was_cached {
+            // Nothing is written to check the copy against: confirm it with the store first
+            // (as GuaranteedUpdate refreshes a cached state before answering a no-op).
+            continue;
+        }
         if unchanged || opts.dry_run {
             obj["metadata"]["resourceVersion"] = json!(revision.to_string());
             return Ok((obj, revision));
@@ -871,6 +876,9 @@ pub(super) async fn update(
                 .as_array()
                 .is_none_or(Vec::is_empty);
         if finalizers_done && r.name != "pods" {
+            if was_cached {
+                continue;
+            }
             if is_crd(r) {
                 remove_custom_objects(ctx, t, &obj).await?;
             }
