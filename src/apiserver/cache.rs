@@ -425,9 +425,11 @@ impl WatchCache {
 
 impl TypeCache {
     fn apply(&self, ev: WatchEvent) {
-        let mut state = self.state.write();
-        let event = match ev {
+        // Decode before taking the lock: readers (GETs, lists, new watches) wait only for the
+        // map update and the broadcast, not for the JSON parse.
+        let (kind, key, object, revision) = match ev {
             WatchEvent::Progress(rev) => {
+                let mut state = self.state.write();
                 state.revision = state.revision.max(rev);
                 let r = state.revision;
                 drop(state);
@@ -436,32 +438,32 @@ impl TypeCache {
             }
             WatchEvent::Added(s) => {
                 let Some(v) = served(&s) else { return };
-                let v = Arc::new(CachedObject::new(v));
-                state.objects.insert(s.key.clone(), v.clone());
-                Event::new(EventKind::Added, s.key, v, s.revision)
+                (EventKind::Added, s.key, v, s.revision)
             }
             WatchEvent::Modified { object, .. } => {
                 let Some(v) = served(&object) else { return };
-                let v = Arc::new(CachedObject::new(v));
-                state.objects.insert(object.key.clone(), v.clone());
-                Event::new(EventKind::Modified, object.key, v, object.revision)
+                (EventKind::Modified, object.key, v, object.revision)
             }
             WatchEvent::Deleted { object, revision } => {
-                state.objects.remove(&object.key);
                 let Some(v) = served(&Stored {
                     revision,
                     ..object.clone()
                 }) else {
+                    // Undecodable: still gone from the cache.
+                    self.state.write().objects.remove(&object.key);
                     return;
                 };
-                Event::new(
-                    EventKind::Deleted,
-                    object.key,
-                    Arc::new(CachedObject::new(v)),
-                    revision,
-                )
+                (EventKind::Deleted, object.key, v, revision)
             }
         };
+        let object = Arc::new(CachedObject::new(object));
+        let mut state = self.state.write();
+        if kind == EventKind::Deleted {
+            state.objects.remove(&key);
+        } else {
+            state.objects.insert(key.clone(), object.clone());
+        }
+        let event = Event::new(kind, key, object, revision);
         let event = Arc::new(event);
         state.revision = state.revision.max(event.revision);
         state.history.push_back(event.clone());

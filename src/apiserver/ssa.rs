@@ -753,14 +753,30 @@ fn smd_update(
     workflow: &str,
     force: bool,
 ) -> Result<(), Vec<(ManagerId, Path)>> {
-    let changed = cmp.modified.union(&cmp.added);
+    smd_update_changed(
+        managed,
+        &cmp.modified.union(&cmp.added),
+        &cmp.removed,
+        workflow,
+        force,
+    )
+}
+
+/// [`smd_update`] with the changed fields (modified ∪ added) already computed.
+fn smd_update_changed(
+    managed: &mut Managed,
+    changed: &Set,
+    removed: &Set,
+    workflow: &str,
+    force: bool,
+) -> Result<(), Vec<(ManagerId, Path)>> {
     let mut conflicts = Vec::new();
     let mut conflict_sets = Vec::new();
     for (key, e) in &managed.entries {
         if key == workflow {
             continue;
         }
-        let c = e.set.intersection(&changed);
+        let c = e.set.intersection(changed);
         if !c.is_empty() {
             c.for_each_path(&mut Vec::new(), &mut |p| {
                 conflicts.push((e.id.clone(), p.to_vec()))
@@ -776,10 +792,10 @@ fn smd_update(
             e.set = e.set.difference(&c);
         }
     }
-    if !cmp.removed.is_empty() {
+    if !removed.is_empty() {
         for (key, e) in managed.entries.iter_mut() {
             if key != workflow {
-                e.set = e.set.difference(&cmp.removed);
+                e.set = std::mem::take(&mut e.set).difference_owned(removed);
             }
         }
     }
@@ -796,15 +812,20 @@ fn update_layers(
     id: ManagerId,
     subresource: &str,
 ) {
-    let cmp = compare_filtered(ctx, old, new, subresource);
+    let Comparison {
+        added,
+        modified,
+        removed,
+    } = compare_filtered(ctx, old, new, subresource);
     const SELF: &str = "current-operation";
+    let changed = modified.union_owned(added);
     // force=true: never fails.
-    let _ = smd_update(managed, &cmp, SELF, true);
-    let set = cmp.modified.union(&cmp.added).difference(&strip_set());
+    let _ = smd_update_changed(managed, &changed, &removed, SELF, true);
+    let set = changed.difference_owned(&strip_set());
     if !set.is_empty() {
         let key = id.identifier();
-        let merged = match managed.entries.get(&key) {
-            Some(prev) => set.union(&prev.set),
+        let merged = match managed.entries.remove(&key) {
+            Some(prev) => set.union_owned(prev.set),
             None => set,
         };
         managed.entries.insert(
@@ -1128,7 +1149,14 @@ impl Set {
             [last] => {
                 self.members.insert(last.clone());
             }
-            [first, rest @ ..] => self.children.entry(first.clone()).or_default().insert(rest),
+            [first, rest @ ..] => match self.children.get_mut(first) {
+                Some(child) => child.insert(rest),
+                None => {
+                    let mut child = Set::default();
+                    child.insert(rest);
+                    self.children.insert(first.clone(), child);
+                }
+            },
         }
     }
 
@@ -1160,6 +1188,44 @@ impl Set {
             }
         }
         out
+    }
+
+    /// `self ∪ o`, reusing both sets' nodes instead of copying them.
+    fn union_owned(mut self, o: Set) -> Set {
+        if self.members.is_empty() && self.children.is_empty() {
+            return o;
+        }
+        self.members.extend(o.members);
+        for (k, v) in o.children {
+            match self.children.remove(&k) {
+                Some(c) => {
+                    self.children.insert(k, c.union_owned(v));
+                }
+                None => {
+                    self.children.insert(k, v);
+                }
+            }
+        }
+        self
+    }
+
+    /// `self − o`, in place.
+    fn difference_owned(mut self, o: &Set) -> Set {
+        if o.members.is_empty() && o.children.is_empty() {
+            return self;
+        }
+        self.members.retain(|m| !o.members.contains(m));
+        let children = std::mem::take(&mut self.children);
+        for (k, v) in children {
+            let d = match o.children.get(&k) {
+                Some(w) => v.difference_owned(w),
+                None => v,
+            };
+            if !d.is_empty() {
+                self.children.insert(k, d);
+            }
+        }
+        self
     }
 
     fn intersection(&self, o: &Set) -> Set {

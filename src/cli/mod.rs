@@ -160,6 +160,8 @@ fn init_logging(level: &str) {
 
 /// Runs the command line and turns errors into a message and an exit code.
 pub fn main() -> ExitCode {
+    // Before any thread or large allocation: 4 KiB pages only (see component_base::memory).
+    crate::component_base::memory::disable_transparent_huge_pages();
     let cli = Cli::parse_from(multicall_args(std::env::args_os().collect()));
     init_logging(&cli.log_level);
     let result = match cli.command {
