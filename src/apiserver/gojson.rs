@@ -353,9 +353,78 @@ pub fn strict_errors(raw: &[u8], unknown: &[String], top_level_only: bool) -> Ve
     st.out
 }
 
-/// Whether a JSON body gives a key twice in one object anywhere.
+/// Whether a JSON body gives a key twice in one object anywhere. (Every write's body is checked:
+/// this scan builds no paths and stops at the first duplicate.)
 pub fn has_duplicates(raw: &[u8]) -> bool {
-    !strict_errors(raw, &[], false).is_empty()
+    let found = std::cell::Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    // A duplicate aborts the scan with an error; a body that does not parse has no duplicate
+    // to report (it was refused before).
+    let _ = DupScan(&found).deserialize(&mut de);
+    found.get()
+}
+
+/// The visitor of [`has_duplicates`]: sets the flag and aborts at the first key given twice.
+struct DupScan<'f>(&'f std::cell::Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for DupScan<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DupScan<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(DupScan(self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Objects are small: a list scan until it grows, then a set.
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let again = if many.is_empty() && few.len() < 32 {
+                let again = few.contains(&key);
+                few.push(key);
+                again
+            } else {
+                many.extend(few.drain(..));
+                !many.insert(key)
+            };
+            if again {
+                self.0.set(true);
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            map.next_value_seed(DupScan(self.0))?;
+        }
+        Ok(())
+    }
 }
 
 /// A JSON body as Go's decoder stores it into the definition `root` when it gives a key twice:
@@ -813,5 +882,23 @@ mod tests {
         assert!(has_duplicates(raw));
         assert!(!has_duplicates(br#"{"a":{"b":1},"c":[{"b":2}]}"#));
         assert!(strict_errors(br#"{"a":{"b":1}}"#, &[], false).is_empty());
+    }
+
+    #[test]
+    fn duplicates_are_found_in_large_objects_and_deep_lists() {
+        // An object past the list scan's 32 keys: the duplicate among the first and the last.
+        let keys: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
+        let unique = format!("{{\"data\":{{{}}}}}", keys.join(","));
+        assert!(!has_duplicates(unique.as_bytes()));
+        let twice = format!("{{\"data\":{{{},\"k3\":0}}}}", keys.join(","));
+        assert!(has_duplicates(twice.as_bytes()));
+        let early = format!("{{\"data\":{{\"k0\":1,\"k0\":2,{}}}}}", keys.join(","));
+        assert!(has_duplicates(early.as_bytes()));
+        // Inside lists of lists, and the same key in sibling objects is not a duplicate.
+        assert!(has_duplicates(br#"{"a":[[{"x":1,"y":2,"x":3}]]}"#));
+        assert!(!has_duplicates(br#"{"a":[[{"x":1},{"x":2}]],"x":0}"#));
+        // Escaped keys compare by their decoded text.
+        assert!(has_duplicates(br#"{"a\u0062":1,"ab":2}"#));
+        assert!(!has_duplicates(b"{not json"));
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! The types are those of the `k8s-openapi` crate (Kubernetes 1.33).
 
+use std::fmt::Write as _;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use serde_path_to_error::Segment;
@@ -171,7 +173,7 @@ pub fn decode(r: &Resource, obj: &Value) -> Option<Result<Decoded, DecodeError>>
     )?;
     Some(result.map(|mut object| {
         let mut unknown = Vec::new();
-        dropped(obj, &object, String::new(), &mut unknown);
+        dropped(obj, &object, &mut String::new(), &mut unknown);
         // The decode only takes away: fields the type fills in on its own (a required struct
         // left out, as `spec.selector`) stay absent, so validation still sees them missing.
         remove_additions(obj, &mut object);
@@ -200,25 +202,37 @@ fn remove_additions(input: &Value, typed: &mut Value) {
 }
 
 /// Paths present (and not null) in `input` but missing from `typed`.
-fn dropped(input: &Value, typed: &Value, path: String, out: &mut Vec<String>) {
+fn dropped(input: &Value, typed: &Value, path: &mut String, out: &mut Vec<String>) {
+    let base = path.len();
     match (input, typed) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
                 match b.get(k) {
-                    Some(t) => dropped(v, t, p, out),
+                    Some(t @ (Value::Object(_) | Value::Array(_))) => {
+                        if base > 0 {
+                            path.push('.');
+                        }
+                        path.push_str(k);
+                        dropped(v, t, path, out);
+                        path.truncate(base);
+                    }
+                    Some(_) => {}
                     None if v.is_null() => {}
-                    None => out.push(p),
+                    None => out.push(if base == 0 {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    }),
                 }
             }
         }
         (Value::Array(a), Value::Array(b)) => {
             for (i, (v, t)) in a.iter().zip(b).enumerate() {
-                dropped(v, t, format!("{path}[{i}]"), out);
+                if v.is_object() || v.is_array() {
+                    let _ = write!(path, "[{i}]");
+                    dropped(v, t, path, out);
+                    path.truncate(base);
+                }
             }
         }
         _ => {}
