@@ -463,8 +463,7 @@ impl TypeCache {
         } else {
             state.objects.insert(key.clone(), object.clone());
         }
-        let event = Event::new(kind, key, object, revision);
-        let event = Arc::new(event);
+        let event = Arc::new(Event::new(kind, key, object, revision));
         state.revision = state.revision.max(event.revision);
         state.history.push_back(event.clone());
         while state.history.len() > HISTORY {

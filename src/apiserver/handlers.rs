@@ -861,24 +861,23 @@ pub(super) async fn update(
         let bytes = for_storage(&mut obj, &old)?;
         // Nothing changed: no write, no event, the same resourceVersion (as kube-apiserver).
         let unchanged = same_but_resource_version(&obj, &old);
-        if (unchanged || opts.dry_run) && was_cached {
-            // Nothing is written to check the copy against: confirm it with the store first
-            // (as GuaranteedUpdate refreshes a cached state before answering a no-op).
+        // The last finalizer of an object being deleted is gone: the object goes.
+        let delete_now = r.name != "pods"
+            && obj["metadata"]["deletionTimestamp"].is_string()
+            && obj["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty);
+        if was_cached && (unchanged || opts.dry_run || delete_now) {
+            // A no-op or dry run writes nothing the copy could be checked against, and the
+            // delete acts (on custom objects) before its write: confirm a cached copy with the
+            // store first (as GuaranteedUpdate refreshes a cached state).
             continue;
         }
         if unchanged || opts.dry_run {
             obj["metadata"]["resourceVersion"] = json!(revision.to_string());
             return Ok((obj, revision));
         }
-        // The last finalizer of an object being deleted is gone: the object goes.
-        let finalizers_done = obj["metadata"]["deletionTimestamp"].is_string()
-            && obj["metadata"]["finalizers"]
-                .as_array()
-                .is_none_or(Vec::is_empty);
-        if finalizers_done && r.name != "pods" {
-            if was_cached {
-                continue;
-            }
+        if delete_now {
             if is_crd(r) {
                 remove_custom_objects(ctx, t, &obj).await?;
             }

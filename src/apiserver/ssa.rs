@@ -1177,17 +1177,7 @@ impl Set {
     }
 
     fn union(&self, o: &Set) -> Set {
-        let mut out = self.clone();
-        out.members.extend(o.members.iter().cloned());
-        for (k, v) in &o.children {
-            match out.children.get_mut(k) {
-                Some(c) => *c = c.union(v),
-                None => {
-                    out.children.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        out
+        self.clone().union_owned(o.clone())
     }
 
     /// `self ∪ o`, reusing both sets' nodes instead of copying them.
@@ -1197,10 +1187,8 @@ impl Set {
         }
         self.members.extend(o.members);
         for (k, v) in o.children {
-            match self.children.remove(&k) {
-                Some(c) => {
-                    self.children.insert(k, c.union_owned(v));
-                }
+            match self.children.get_mut(&k) {
+                Some(c) => *c = std::mem::take(c).union_owned(v),
                 None => {
                     self.children.insert(k, v);
                 }
@@ -1245,24 +1233,7 @@ impl Set {
     }
 
     fn difference(&self, o: &Set) -> Set {
-        let mut out = Set {
-            members: self.members.difference(&o.members).cloned().collect(),
-            children: BTreeMap::new(),
-        };
-        for (k, v) in &self.children {
-            match o.children.get(k) {
-                Some(w) => {
-                    let d = v.difference(w);
-                    if !d.is_empty() {
-                        out.children.insert(k.clone(), d);
-                    }
-                }
-                None => {
-                    out.children.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        out
+        self.clone().difference_owned(o)
     }
 
     /// Set.Iterate order: members, then children depth first.
