@@ -219,7 +219,8 @@ fn token_volume(spec: &mut Value) {
     });
     let mut added = false;
     for list in ["containers", "initContainers"] {
-        if let Some(cs) = spec[list].as_array_mut() {
+        // `get_mut`, not indexing: a missing list must stay missing, not become null.
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs.iter_mut().filter(|c| c.is_object() && !mounted(c)) {
                 let mount = json!({"name": name, "readOnly": true, "mountPath": PATH});
                 match c.get_mut("volumeMounts").and_then(Value::as_array_mut) {
@@ -448,7 +449,7 @@ impl Allocator {
                 .and_then(|o| o["spec"]["ports"].as_array().cloned())
                 .unwrap_or_default();
             let (lo, hi) = (i64::from(self.node_ports.0), i64::from(self.node_ports.1));
-            if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
+            if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
                 for (i, p) in ports.iter_mut().enumerate() {
                     let field = format!("spec.ports[{i}].nodePort");
                     if let Some(n) = p["nodePort"].as_i64() {
@@ -502,7 +503,7 @@ impl Allocator {
                     }
                 }
             }
-        } else if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
+        } else if let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                 if p.get("nodePort").is_some_and(|n| n == 0) {
                     p.remove("nodePort");
@@ -532,6 +533,10 @@ mod tests {
         assert_eq!(p["status"]["qosClass"], "Guaranteed");
         assert_eq!(p["spec"]["serviceAccountName"], "default");
         assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 2);
+        // Lists the pod does not have stay absent (not null), as the real API server keeps them.
+        let spec = p["spec"].as_object().unwrap();
+        assert!(!spec.contains_key("initContainers"), "{spec:?}");
+        assert!(!spec.contains_key("ephemeralContainers"), "{spec:?}");
         let mount = &p["spec"]["containers"][0]["volumeMounts"][0];
         assert_eq!(
             mount["mountPath"],

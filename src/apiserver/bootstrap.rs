@@ -32,6 +32,7 @@ fn options() -> WriteOptions {
         manager: "kube-apiserver".into(),
         applying: false,
         raw_json: None,
+        stored: None,
     }
 }
 

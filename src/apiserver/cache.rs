@@ -23,6 +23,15 @@ use super::storage::{EtcdStorage, ProgressRequester, StorageError, Stored, Watch
 /// Events kept per type for watches that resume from an older resourceVersion.
 const HISTORY: usize = 20_000;
 
+/// The newest events of the history keep their decoded object; older ones keep only its JSON
+/// (a decoded pod takes several times the memory of its JSON), decoded again if a watch
+/// replays them.
+const HISTORY_DECODED: usize = 1_024;
+
+/// Live events buffered for watchers that fall behind; one that falls further behind ends,
+/// and its client resumes from the last resourceVersion it got (replayed from the history).
+const LIVE_BUFFER: usize = 2_048;
+
 /// What happened to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -54,6 +63,14 @@ impl CachedObject {
         CachedObject {
             value,
             json: OnceLock::new(),
+        }
+    }
+
+    /// An object whose JSON is known already.
+    fn with_json(value: Value, json: Bytes) -> CachedObject {
+        CachedObject {
+            value,
+            json: OnceLock::from(json),
         }
     }
 
@@ -123,19 +140,91 @@ fn served(stored: &Stored) -> Option<Value> {
     stored.object().ok()
 }
 
+/// An event of the history: as it was sent, or (once older than [`HISTORY_DECODED`] events)
+/// only its object's JSON.
+#[derive(Debug)]
+enum Past {
+    Decoded(Arc<Event>),
+    Encoded {
+        kind: EventKind,
+        key: String,
+        revision: i64,
+        json: Bytes,
+    },
+}
+
+impl Past {
+    fn revision(&self) -> i64 {
+        match self {
+            Past::Decoded(e) => e.revision,
+            Past::Encoded { revision, .. } => *revision,
+        }
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            Past::Decoded(e) => &e.key,
+            Past::Encoded { key, .. } => key,
+        }
+    }
+
+    /// Keeps only the object's JSON; the decoded object is freed unless the current state
+    /// (or a watcher) still holds it.
+    fn encode(&mut self) {
+        if let Past::Decoded(e) = self {
+            *self = Past::Encoded {
+                kind: e.kind,
+                key: e.key.clone(),
+                revision: e.revision,
+                json: e.object.json().clone(),
+            };
+        }
+    }
+
+    /// The event to replay; None if its JSON no longer decodes (it always does: it was
+    /// serialized from a decoded object).
+    fn event(&self) -> Option<Arc<Event>> {
+        match self {
+            Past::Decoded(e) => Some(e.clone()),
+            Past::Encoded {
+                kind,
+                key,
+                revision,
+                json,
+            } => {
+                let value = serde_json::from_slice(json).ok()?;
+                let object = Arc::new(CachedObject::with_json(value, json.clone()));
+                Some(Arc::new(Event::new(*kind, key.clone(), object, *revision)))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     objects: BTreeMap<String, Arc<CachedObject>>,
     /// Everything up to this revision is reflected.
     revision: i64,
-    history: VecDeque<Arc<Event>>,
+    history: VecDeque<Past>,
     /// Every event after this revision is in `history`.
     oldest: i64,
+}
+
+/// Objects this API server has just written, handed over by the handler that wrote them (see
+/// [`WatchCache::offer`]): the watch event of that write then takes the object as it is instead
+/// of decoding the stored bytes again. At most one per key; an entry goes when its event (or a
+/// later one of its key) arrives.
+#[derive(Debug, Default)]
+struct Offered {
+    /// The revision of the last event taken from the store's watch.
+    seen: i64,
+    objects: HashMap<String, (i64, Arc<CachedObject>)>,
 }
 
 /// The cache of one type.
 struct TypeCache {
     state: parking_lot::RwLock<State>,
+    offered: parking_lot::Mutex<Offered>,
     events: broadcast::Sender<Arc<Event>>,
     progress: ProgressRequester,
     revision: tokio::sync::watch::Sender<i64>,
@@ -264,10 +353,14 @@ impl WatchCache {
             .storage
             .watch_with_progress(prefix, page.revision)
             .await?;
-        let (events, _) = broadcast::channel(HISTORY);
+        let (events, _) = broadcast::channel(LIVE_BUFFER);
         let (revision, _) = tokio::sync::watch::channel(page.revision);
         let cache = Arc::new(TypeCache {
             state: parking_lot::RwLock::new(state),
+            offered: parking_lot::Mutex::new(Offered {
+                seen: page.revision,
+                objects: HashMap::new(),
+            }),
             events,
             progress,
             revision,
@@ -337,6 +430,21 @@ impl WatchCache {
         Ok((items, state.revision))
     }
 
+    /// Hands the cache an object its caller has just written to `key` at `revision`, in its
+    /// served form (resourceVersion set): when the store's watch delivers that write, the
+    /// cache takes this object instead of decoding the stored bytes again. The object must be
+    /// exactly what those bytes decode to. Does nothing when the type has no running cache or
+    /// the cache is already past that revision.
+    pub fn offer(&self, prefix: &str, key: &str, revision: i64, object: Arc<CachedObject>) {
+        let cell = self.types.lock().get(prefix).cloned();
+        if let Some(cache) = cell.as_ref().and_then(|c| c.get()) {
+            let mut offered = cache.offered.lock();
+            if offered.seen < revision {
+                offered.objects.insert(key.to_string(), (revision, object));
+            }
+        }
+    }
+
     /// One object of the type under `prefix`, as the cache has it (no freshness wait).
     pub async fn get(self: &Arc<Self>, prefix: &str, key: &str) -> Option<Arc<CachedObject>> {
         let cache = self.type_cache(prefix).await.ok()?;
@@ -404,12 +512,22 @@ impl WatchCache {
                         compacted: state.oldest,
                     });
                 }
-                state
+                let mut replay = Vec::new();
+                for past in state
                     .history
                     .iter()
-                    .filter(|e| e.revision > n && e.key.starts_with(sub_prefix))
-                    .cloned()
-                    .collect()
+                    .filter(|e| e.revision() > n && e.key().starts_with(sub_prefix))
+                {
+                    // An event that cannot be replayed: the client relists instead.
+                    let Some(ev) = past.event() else {
+                        return Err(StorageError::Expired {
+                            requested: n,
+                            compacted: state.revision,
+                        });
+                    };
+                    replay.push(ev);
+                }
+                replay
             }
         };
         let after = state.revision;
@@ -437,14 +555,27 @@ impl TypeCache {
                 return;
             }
             WatchEvent::Added(s) => {
-                let Some(v) = served(&s) else { return };
-                (EventKind::Added, s.key, v, s.revision)
+                let object = match self.take_offered(&s.key, s.revision) {
+                    Some(o) => o,
+                    None => match served(&s) {
+                        Some(v) => Arc::new(CachedObject::new(v)),
+                        None => return,
+                    },
+                };
+                (EventKind::Added, s.key, object, s.revision)
             }
-            WatchEvent::Modified { object, .. } => {
-                let Some(v) = served(&object) else { return };
-                (EventKind::Modified, object.key, v, object.revision)
+            WatchEvent::Modified { object: s, .. } => {
+                let object = match self.take_offered(&s.key, s.revision) {
+                    Some(o) => o,
+                    None => match served(&s) {
+                        Some(v) => Arc::new(CachedObject::new(v)),
+                        None => return,
+                    },
+                };
+                (EventKind::Modified, s.key, object, s.revision)
             }
             WatchEvent::Deleted { object, revision } => {
+                self.take_offered(&object.key, revision);
                 let Some(v) = served(&Stored {
                     revision,
                     ..object.clone()
@@ -453,10 +584,14 @@ impl TypeCache {
                     self.state.write().objects.remove(&object.key);
                     return;
                 };
-                (EventKind::Deleted, object.key, v, revision)
+                (
+                    EventKind::Deleted,
+                    object.key,
+                    Arc::new(CachedObject::new(v)),
+                    revision,
+                )
             }
         };
-        let object = Arc::new(CachedObject::new(object));
         let mut state = self.state.write();
         if kind == EventKind::Deleted {
             state.objects.remove(&key);
@@ -465,11 +600,14 @@ impl TypeCache {
         }
         let event = Arc::new(Event::new(kind, key, object, revision));
         state.revision = state.revision.max(event.revision);
-        state.history.push_back(event.clone());
+        state.history.push_back(Past::Decoded(event.clone()));
         while state.history.len() > HISTORY {
             if let Some(old) = state.history.pop_front() {
-                state.oldest = old.revision;
+                state.oldest = old.revision();
             }
+        }
+        if let Some(i) = state.history.len().checked_sub(HISTORY_DECODED + 1) {
+            state.history[i].encode();
         }
         // Broadcast under the lock: a watch subscribing meanwhile sees either the event in
         // the history it replays or live, never both, never neither.
@@ -477,6 +615,25 @@ impl TypeCache {
         let r = state.revision;
         drop(state);
         self.revision.send_replace(r);
+    }
+
+    /// The object offered for `key` at `revision`, if any; marks everything up to `revision`
+    /// as seen, so that nothing is offered for it any more.
+    fn take_offered(&self, key: &str, revision: i64) -> Option<Arc<CachedObject>> {
+        let mut offered = self.offered.lock();
+        offered.seen = offered.seen.max(revision);
+        if offered.objects.is_empty() {
+            return None;
+        }
+        match offered.objects.remove(key) {
+            Some((rev, object)) if rev == revision => Some(object),
+            // Offered for a later write of the key (its event is still to come): keep it.
+            Some(later) if later.0 > revision => {
+                offered.objects.insert(key.to_string(), later);
+                None
+            }
+            _ => None,
+        }
     }
 
     /// Waits (up to 3 s, as kube-apiserver) until the cache reflects revision `want`; with

@@ -120,6 +120,8 @@ pub(super) struct WriteOptions {
     /// The request body when it is the object itself in JSON (for the strict decoder's
     /// duplicate-field check, which serde_json's `Value` can no longer make).
     pub raw_json: Option<Bytes>,
+    /// Set by a write that reached the store: the key and the revision it was written at.
+    pub stored: Option<(String, i64)>,
 }
 
 /// Adds `Warning: 299 - "…"` headers, as kubectl prints them.
@@ -405,6 +407,7 @@ pub(super) async fn resource_request(
         manager,
         applying: false,
         raw_json: None,
+        stored: None,
     };
     let ns = t.namespace.clone();
     let r = t.resource;
@@ -473,6 +476,13 @@ pub(super) async fn resource_request(
                 .get(&r.key(ns.as_deref(), &name))
                 .await
                 .map_err(|e| storage_error(&t, &name, e))?;
+            // The stored JSON as it is, with its resourceVersion written in: no decode.
+            if !table
+                && view.is_none()
+                && let Some(body) = stored.served_json()
+            {
+                return Ok(full(StatusCode::OK, "application/json", body));
+            }
             let obj = served(&stored)?;
             if table {
                 let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
@@ -502,9 +512,10 @@ pub(super) async fn resource_request(
             }
         }
         ("update", Some(name), sub @ (None | Some("status"))) => {
-            let (mut body, raw) = read_object(req, outer).await?;
-            if view.is_none() {
-                opts.raw_json = raw;
+            let (mime, bytes) = read_raw(req).await?;
+            let mut body = parse_object(&mime, &bytes, outer)?;
+            if view.is_none() && is_json(&mime) {
+                opts.raw_json = Some(bytes.clone());
             }
             let status = sub.is_some();
             let expected = body["metadata"]["resourceVersion"]
@@ -533,10 +544,28 @@ pub(super) async fn resource_request(
             if view.is_some() {
                 body = to_storage(body)?;
             }
-            // A copy per try: a PUT without a resourceVersion is retried on a conflict.
-            let (obj, rev) =
-                update(ctx, &t, &name, status, &mut opts, |_old| Ok(body.clone())).await?;
-            Ok(written(StatusCode::OK, present(obj), rev))
+            // The body itself for the first try; a try after a conflict (a PUT without a
+            // resourceVersion is retried) decodes it again, so no try pays for a copy.
+            let mut first = Some(body);
+            let (obj, rev) = update(ctx, &t, &name, status, &mut opts, |_old| {
+                match first.take() {
+                    Some(body) => Ok(body),
+                    None => {
+                        let body = parse_object(&mime, &bytes, outer)?;
+                        if view.is_some() {
+                            to_storage(body)
+                        } else {
+                            Ok(body)
+                        }
+                    }
+                }
+            })
+            .await?;
+            if view.is_none() {
+                Ok(answer_written(ctx, &t, StatusCode::OK, obj, &opts))
+            } else {
+                Ok(written(StatusCode::OK, present(obj), rev))
+            }
         }
         ("patch", Some(name), sub @ (None | Some("status"))) => {
             let (mime, raw) = read_raw(req).await?;
@@ -562,7 +591,11 @@ pub(super) async fn resource_request(
                 }
             })
             .await?;
-            Ok(written(StatusCode::OK, present(obj), rev))
+            if view.is_none() {
+                Ok(answer_written(ctx, &t, StatusCode::OK, obj, &opts))
+            } else {
+                Ok(written(StatusCode::OK, present(obj), rev))
+            }
         }
         ("delete", Some(name), None) => {
             let (_, raw) = read_raw(req).await?;
@@ -590,7 +623,27 @@ pub(super) async fn create(
     opts: &mut WriteOptions,
 ) -> Result<Response<Body>, ApiError> {
     let (code, obj) = create_object(ctx, t, obj, opts).await?;
-    Ok(json_response(code, &obj))
+    Ok(answer_written(ctx, t, code, obj, opts))
+}
+
+/// The answer to a write: the object as JSON. When the write reached the store, the object also
+/// goes to the watch cache (whose event for that write then needs no decode), serialized once
+/// for both.
+fn answer_written(
+    ctx: &Ctx,
+    t: &Target,
+    code: StatusCode,
+    obj: Value,
+    opts: &WriteOptions,
+) -> Response<Body> {
+    let Some((key, revision)) = &opts.stored else {
+        return json_response(code, &obj);
+    };
+    let cached = Arc::new(CachedObject::new(obj));
+    let body = cached.json().clone();
+    ctx.cache
+        .offer(&t.resource.key(None, ""), key, *revision, cached);
+    full(code, "application/json", body)
 }
 
 /// Creates an object; the answer's code and the object as stored (with its resourceVersion).
@@ -682,6 +735,7 @@ pub(super) async fn create_object(
         .create(&key, bytes)
         .await
         .map_err(|e| storage_error(t, &name, e))?;
+    opts.stored = Some((key, rev));
     if is_crd(r) {
         super::crd::register(&obj);
     }
@@ -786,15 +840,16 @@ pub(super) async fn update(
         if attempt > 0 {
             tokio::task::yield_now().await;
         }
+        // The cached copy is only read (never cloned): the change builds a new object.
         let from_cache = cached.take().and_then(|c| {
             let rev = c.value["metadata"]["resourceVersion"]
                 .as_str()?
                 .parse::<i64>()
                 .ok()?;
-            Some((c.value.clone(), rev))
+            Some((c, rev))
         });
         let was_cached = from_cache.is_some();
-        let (old, revision) = match from_cache {
+        let (holder, revision) = match from_cache {
             Some(found) => found,
             None => {
                 let current = ctx
@@ -802,10 +857,14 @@ pub(super) async fn update(
                     .get(&key)
                     .await
                     .map_err(|e| storage_error(t, name, e))?;
-                (served(&current)?, current.revision)
+                (
+                    Arc::new(CachedObject::new(served(&current)?)),
+                    current.revision,
+                )
             }
         };
-        let mut obj = change(&old)?;
+        let old: &Value = &holder.value;
+        let mut obj = change(old)?;
         let pinned = obj["metadata"]["resourceVersion"]
             .as_str()
             .filter(|rv| !rv.is_empty())
@@ -820,17 +879,17 @@ pub(super) async fn update(
             return Err(ApiError::conflict(r.group, r.name, name));
         }
         if status {
-            admission::prepare_status_update(&mut obj, &old);
-            admit(ctx, t, Some(name), &mut obj, Some(&old), opts)?;
+            admission::prepare_status_update(&mut obj, old);
+            admit(ctx, t, Some(name), &mut obj, Some(old), opts)?;
         } else {
-            admit(ctx, t, Some(name), &mut obj, Some(&old), opts)?;
-            admission::prepare_update(r, &mut obj, &old);
+            admit(ctx, t, Some(name), &mut obj, Some(old), opts)?;
+            admission::prepare_update(r, &mut obj, old);
         }
         if !opts.applying {
             obj = track(
                 ctx,
                 r,
-                Some(&old),
+                Some(old),
                 obj,
                 &opts.manager,
                 if status { "status" } else { "" },
@@ -852,15 +911,15 @@ pub(super) async fn update(
             let uid = old["metadata"]["uid"].as_str().unwrap_or("").to_string();
             let others = stored_objects(ctx, t, &uid).await?;
             ctx.allocator
-                .allocate(&mut obj, Some(&old), &others)
+                .allocate(&mut obj, Some(old), &others)
                 .map_err(|e| ApiError::invalid(r.group, r.kind, name, &e))?;
             Some(guard)
         } else {
             None
         };
-        let bytes = for_storage(&mut obj, &old)?;
+        let bytes = for_storage(&mut obj, old)?;
         // Nothing changed: no write, no event, the same resourceVersion (as kube-apiserver).
-        let unchanged = same_but_resource_version(&obj, &old);
+        let unchanged = same_but_resource_version(&obj, old);
         // The last finalizer of an object being deleted is gone: the object goes.
         let delete_now = r.name != "pods"
             && obj["metadata"]["deletionTimestamp"].is_string()
@@ -895,6 +954,7 @@ pub(super) async fn update(
                 if is_crd(r) {
                     super::crd::register(&obj);
                 }
+                opts.stored = Some((key, rev));
                 return Ok((obj, rev));
             }
             Err(StorageError::Conflict { .. }) if pinned.is_none() => continue,
@@ -1475,8 +1535,13 @@ pub(super) async fn read_object(
 ) -> Result<(Value, Option<Bytes>), ApiError> {
     let (mime, body) = read_raw(req).await?;
     let obj = parse_object(&mime, &body, r)?;
-    let raw = matches!(mime.as_str(), "application/json" | "" | "*/*").then_some(body);
+    let raw = is_json(&mime).then_some(body);
     Ok((obj, raw))
+}
+
+/// Whether a request's media type is JSON (the API's default).
+fn is_json(mime: &str) -> bool {
+    matches!(mime, "application/json" | "" | "*/*")
 }
 
 fn parse_object(mime: &str, body: &Bytes, r: &Resource) -> Result<Value, ApiError> {

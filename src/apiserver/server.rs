@@ -293,11 +293,11 @@ pub async fn serve(
     }
 }
 
-pub(super) fn full(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
+pub(super) fn full(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, content_type)
-        .body(Full::new(Bytes::from(body)).boxed())
+        .body(Full::new(body.into()).boxed())
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 

@@ -102,11 +102,135 @@ impl Stored {
         Ok(v)
     }
 
+    /// The object as the API serves it, straight from the stored bytes: [`Stored::object`]'s
+    /// JSON without decoding it — `"resourceVersion":"N"` is written into `metadata` where a
+    /// sorted serialization puts it. None when the bytes are not a compact object with a
+    /// `metadata` object that lacks a resourceVersion (the caller decodes them instead).
+    pub fn served_json(&self) -> Option<Vec<u8>> {
+        let b = &self.value;
+        let mut i = scan::object_start(b, 0)?;
+        // The top-level keys, in order, up to `metadata`.
+        let meta = loop {
+            let (key, after) = scan::key(b, i)?;
+            if key == b"metadata" {
+                break scan::object_start(b, after)?;
+            }
+            i = scan::next_member(b, scan::value_end(b, after)?)?;
+        };
+        // Inside metadata: the first key that sorts after resourceVersion, or the end.
+        let rv = format!("\"resourceVersion\":\"{}\"", self.revision);
+        let mut at = meta;
+        let mut first = true;
+        let insert_at = loop {
+            if b.get(at) == Some(&b'}') {
+                break at;
+            }
+            let (key, after) = scan::key(b, at)?;
+            match key.cmp(b"resourceVersion".as_slice()) {
+                std::cmp::Ordering::Equal => return None,
+                std::cmp::Ordering::Greater => break at,
+                std::cmp::Ordering::Less => {}
+            }
+            first = false;
+            let end = scan::value_end(b, after)?;
+            match b.get(end) {
+                Some(b',') => at = end + 1,
+                Some(b'}') => at = end,
+                _ => return None,
+            }
+        };
+        let closing = b.get(insert_at) == Some(&b'}');
+        let mut out = Vec::with_capacity(b.len() + rv.len() + 1);
+        out.extend_from_slice(&b[..insert_at]);
+        if closing && !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(rv.as_bytes());
+        if !closing {
+            out.push(b',');
+        }
+        out.extend_from_slice(&b[insert_at..]);
+        Some(out)
+    }
+
     fn from_kv(kv: KeyValue) -> Stored {
         Stored {
             key: String::from_utf8_lossy(&kv.key).into_owned(),
             value: kv.value,
             revision: kv.mod_revision,
+        }
+    }
+}
+
+/// Just enough of a JSON scanner to walk compact JSON (no whitespace, as serde_json writes it)
+/// member by member without decoding it. Every function answers None on anything else.
+mod scan {
+    /// After the `{` that starts an object at `i`.
+    pub fn object_start(b: &[u8], i: usize) -> Option<usize> {
+        (b.get(i) == Some(&b'{')).then_some(i + 1)
+    }
+
+    /// The raw bytes of the key at `i` (a string without escapes) and where its value starts.
+    pub fn key(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
+        let end = string_end(b, i)?;
+        let key = &b[i + 1..end - 1];
+        if key.contains(&b'\\') || b.get(end) != Some(&b':') {
+            return None;
+        }
+        Some((key, end + 1))
+    }
+
+    /// After the `,` that follows a member ending at `i` (a `}` there: no next member).
+    pub fn next_member(b: &[u8], i: usize) -> Option<usize> {
+        (b.get(i) == Some(&b',')).then_some(i + 1)
+    }
+
+    /// Where the string starting at `i` ends (after its closing quote).
+    fn string_end(b: &[u8], i: usize) -> Option<usize> {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let mut j = i + 1;
+        loop {
+            match b.get(j)? {
+                b'"' => return Some(j + 1),
+                b'\\' => j += 2,
+                _ => j += 1,
+            }
+        }
+    }
+
+    /// Where the value starting at `i` ends.
+    pub fn value_end(b: &[u8], i: usize) -> Option<usize> {
+        match b.get(i)? {
+            b'"' => string_end(b, i),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut j = i;
+                loop {
+                    match b.get(j)? {
+                        b'"' => {
+                            j = string_end(b, j)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(j + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+            }
+            _ => {
+                let len = b[i..]
+                    .iter()
+                    .position(|c| matches!(c, b',' | b'}' | b']'))?;
+                Some(i + len)
+            }
         }
     }
 }
@@ -569,6 +693,49 @@ impl EtcdStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn served_json_writes_the_resource_version_into_the_stored_bytes() {
+        let stored = |v: serde_json::Value| Stored {
+            key: "/registry/pods/default/p".into(),
+            value: serde_json::to_vec(&v).unwrap(),
+            revision: 42,
+        };
+        for v in [
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "uid": "u"}, "spec": {"a": "}{\"]["}}),
+            serde_json::json!({"metadata": {}}),
+            serde_json::json!({"metadata": {"annotations": {"x": "{\\\"}"}, "labels": {"a": "b"}}, "z": [1, {"q": []}]}),
+            serde_json::json!({"a": [[{"metadata": 1}], "x\\"], "b": null, "c": -1.5e-7, "metadata": {"uid": "u"}}),
+            serde_json::json!({"metadata": {"name": "p", "namespace": "n", "selfLink": "/x"}, "status": {}}),
+        ] {
+            let s = stored(v);
+            let fast = s
+                .served_json()
+                .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&s.value)));
+            let fast: serde_json::Value = serde_json::from_slice(&fast).unwrap();
+            assert_eq!(fast, s.object().unwrap());
+            // Where a sorted serialization puts it: the same bytes as decoding and encoding.
+            assert_eq!(serde_json::to_vec(&fast).unwrap(), s.served_json().unwrap());
+        }
+        // Not for this path: left to the decode.
+        for raw in [
+            &br#"{"metadata":{"resourceVersion":"1"}}"#[..],
+            br#"{"metadata": {}}"#,
+            br#"{"kind":"Pod"}"#,
+            br#"{"metadata":[]}"#,
+            br#"[1]"#,
+            br#"{"metadata":{"name":"p""#,
+            br#"{"a":"unterminated"#,
+            b"",
+        ] {
+            let s = Stored {
+                key: "k".into(),
+                value: raw.to_vec(),
+                revision: 1,
+            };
+            assert_eq!(s.served_json(), None, "{}", String::from_utf8_lossy(raw));
+        }
+    }
 
     #[test]
     fn continue_tokens_round_trip_and_refuse_garbage() {

@@ -622,50 +622,82 @@ fn port_name_error(n: &str) -> Option<String> {
 /// A pod's spec may change only in images, activeDeadlineSeconds, tolerations (additions) and
 /// terminationGracePeriodSeconds (`ValidatePodUpdate`).
 fn pod_update(new: &Value, old: &Value, errors: &mut Errors) {
-    let strip = |spec: &Value| {
-        let mut s = spec.clone();
-        for list in ["containers", "initContainers"] {
-            if let Some(cs) = s[list].as_array_mut() {
-                for c in cs {
-                    if let Some(m) = c.as_object_mut() {
-                        m.remove("image");
-                    }
-                }
-            }
-        }
-        if let Some(m) = s.as_object_mut() {
-            for f in [
-                "activeDeadlineSeconds",
-                "tolerations",
-                "terminationGracePeriodSeconds",
-            ] {
-                m.remove(f);
-            }
-        }
-        s
-    };
     // The scheduler binds through pods/binding; nodeName may be set once.
-    let mut a = strip(new);
-    let b = strip(old);
-    if b["nodeName"].is_null()
-        && let Some(m) = a.as_object_mut()
-        && !new["nodeName"].is_null()
-    {
-        m.remove("nodeName");
-    }
-    let mut b = b;
-    if new["nodeName"].is_string()
-        && b["nodeName"].is_null()
-        && let Some(m) = b.as_object_mut()
-    {
-        m.remove("nodeName");
-    }
-    if a != b {
+    let old_unbound = old["nodeName"].is_null();
+    let skip_new_node = old_unbound && !new["nodeName"].is_null();
+    let skip_old_node = old_unbound && new["nodeName"].is_string();
+    if !pod_specs_equal(new, old, skip_new_node, skip_old_node) {
         errors.push(FieldError::forbidden(
             "spec",
             "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
         ));
     }
+}
+
+/// Whether two pod specs are equal apart from the fields an update may change (the containers'
+/// images, activeDeadlineSeconds, tolerations, terminationGracePeriodSeconds) and, on either
+/// side as asked, nodeName. Compared in place: a spec is never copied.
+fn pod_specs_equal(new: &Value, old: &Value, skip_new_node: bool, skip_old_node: bool) -> bool {
+    const MUTABLE: [&str; 3] = [
+        "activeDeadlineSeconds",
+        "tolerations",
+        "terminationGracePeriodSeconds",
+    ];
+    let (Some(a), Some(b)) = (new.as_object(), old.as_object()) else {
+        return new == old;
+    };
+    // A null field is an absent one (Go decodes both to nil): objects stored by earlier
+    // versions carry `initContainers: null`.
+    let kept = |skip_node: bool| {
+        move |(k, v): &(&String, &Value)| {
+            let skipped = v.is_null()
+                || MUTABLE.contains(&k.as_str())
+                || (skip_node && k.as_str() == "nodeName");
+            !skipped
+        }
+    };
+    let mut a = a.iter().filter(kept(skip_new_node));
+    let mut b = b.iter().filter(kept(skip_old_node));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some((ka, va)), Some((kb, vb))) if ka == kb => {
+                let same = if ka == "containers" || ka == "initContainers" {
+                    containers_equal_but_image(va, vb)
+                } else {
+                    va == vb
+                };
+                if !same {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Two container lists, equal apart from each container's image.
+fn containers_equal_but_image(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_array(), b.as_array()) else {
+        return a == b;
+    };
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| match (x.as_object(), y.as_object()) {
+                (Some(x), Some(y)) => {
+                    let mut x = x.iter().filter(|(k, _)| k.as_str() != "image");
+                    let mut y = y.iter().filter(|(k, _)| k.as_str() != "image");
+                    loop {
+                        match (x.next(), y.next()) {
+                            (None, None) => return true,
+                            (Some(p), Some(q)) if p == q => {}
+                            _ => return false,
+                        }
+                    }
+                }
+                _ => x == y,
+            })
 }
 
 fn selector_matches(selector: &Value, labels: &Value) -> bool {
@@ -1032,6 +1064,60 @@ mod tests {
 
     fn r_version(group: &str) -> &'static str {
         if group == "autoscaling" { "v2" } else { "v1" }
+    }
+
+    #[test]
+    fn pod_updates_change_only_the_mutable_spec_fields() {
+        let old = json!({
+            "containers": [{"name": "a", "image": "x:1", "ports": [{"containerPort": 80}]}],
+            "initContainers": [{"name": "i", "image": "y:1"}],
+            "tolerations": [],
+            "activeDeadlineSeconds": 5,
+            "restartPolicy": "Always",
+        });
+        let check = |new: Value, old: &Value| {
+            let mut e = Vec::new();
+            pod_update(&new, old, &mut e);
+            e.is_empty()
+        };
+        assert!(check(old.clone(), &old));
+        let mut new = old.clone();
+        new["containers"][0]["image"] = json!("x:2");
+        new["initContainers"][0]["image"] = json!("y:2");
+        new["tolerations"] = json!([{"key": "k", "operator": "Exists"}]);
+        new["activeDeadlineSeconds"] = json!(3);
+        new["terminationGracePeriodSeconds"] = json!(1);
+        assert!(
+            check(new, &old),
+            "images, tolerations, deadlines may change"
+        );
+        let mut with_null = old.clone();
+        with_null["ephemeralContainers"] = Value::Null;
+        assert!(check(with_null.clone(), &old), "null is absent");
+        assert!(check(old.clone(), &with_null), "null is absent");
+        // nodeName may be set once, not changed or cleared.
+        let mut bound = old.clone();
+        bound["nodeName"] = json!("n1");
+        assert!(check(bound.clone(), &old));
+        let mut moved = bound.clone();
+        moved["nodeName"] = json!("n2");
+        assert!(!check(moved, &bound));
+        assert!(!check(old.clone(), &bound));
+        for change in [
+            json!({"restartPolicy": "Never"}),
+            json!({"containers": [{"name": "b", "image": "x:1", "ports": [{"containerPort": 80}]}]}),
+            json!({"containers": []}),
+            json!({"hostNetwork": true}),
+        ] {
+            let mut new = old.clone();
+            for (k, v) in change.as_object().unwrap() {
+                new[k] = v.clone();
+            }
+            assert!(!check(new, &old), "{change}");
+        }
+        let mut extra_port = old.clone();
+        extra_port["containers"][0]["ports"] = json!([{"containerPort": 81}]);
+        assert!(!check(extra_port, &old));
     }
 
     #[test]
