@@ -142,7 +142,7 @@ fn served(stored: &Stored) -> Option<Value> {
 
 /// An event of the history: as it was sent, or (once older than [`HISTORY_DECODED`] events)
 /// only its object's JSON.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Past {
     Decoded(Arc<Event>),
     Encoded {
@@ -512,22 +512,33 @@ impl WatchCache {
                         compacted: state.oldest,
                     });
                 }
-                let mut replay = Vec::new();
-                for past in state
+                // Copied out (cheap: shared buffers) and decoded after the lock is released,
+                // so that a long replay does not hold up the cache's updates.
+                let past: Vec<Past> = state
                     .history
                     .iter()
                     .filter(|e| e.revision() > n && e.key().starts_with(sub_prefix))
-                {
+                    .cloned()
+                    .collect();
+                let after = state.revision;
+                drop(state);
+                let mut replay = Vec::with_capacity(past.len());
+                for p in &past {
                     // An event that cannot be replayed: the client relists instead.
-                    let Some(ev) = past.event() else {
+                    let Some(ev) = p.event() else {
                         return Err(StorageError::Expired {
                             requested: n,
-                            compacted: state.revision,
+                            compacted: after,
                         });
                     };
                     replay.push(ev);
                 }
-                replay
+                return Ok(CacheWatch {
+                    initial: replay,
+                    live,
+                    after,
+                    cache: Arc::downgrade(&cache),
+                });
             }
         };
         let after = state.revision;
@@ -555,22 +566,14 @@ impl TypeCache {
                 return;
             }
             WatchEvent::Added(s) => {
-                let object = match self.take_offered(&s.key, s.revision) {
-                    Some(o) => o,
-                    None => match served(&s) {
-                        Some(v) => Arc::new(CachedObject::new(v)),
-                        None => return,
-                    },
+                let Some(object) = self.written(&s) else {
+                    return;
                 };
                 (EventKind::Added, s.key, object, s.revision)
             }
             WatchEvent::Modified { object: s, .. } => {
-                let object = match self.take_offered(&s.key, s.revision) {
-                    Some(o) => o,
-                    None => match served(&s) {
-                        Some(v) => Arc::new(CachedObject::new(v)),
-                        None => return,
-                    },
+                let Some(object) = self.written(&s) else {
+                    return;
                 };
                 (EventKind::Modified, s.key, object, s.revision)
             }
@@ -615,6 +618,15 @@ impl TypeCache {
         let r = state.revision;
         drop(state);
         self.revision.send_replace(r);
+    }
+
+    /// The object a put event wrote: the one offered for it, else its bytes decoded (None when
+    /// they are not a Kubernetes object).
+    fn written(&self, s: &Stored) -> Option<Arc<CachedObject>> {
+        match self.take_offered(&s.key, s.revision) {
+            Some(object) => Some(object),
+            None => served(s).map(|v| Arc::new(CachedObject::new(v))),
+        }
     }
 
     /// The object offered for `key` at `revision`, if any; marks everything up to `revision`
@@ -691,7 +703,32 @@ fn progress_is_ordered(v: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::progress_is_ordered;
+    use super::*;
+
+    #[test]
+    fn an_encoded_history_event_replays_as_it_was_sent() {
+        let object = Arc::new(CachedObject::new(json!({
+            "kind": "Pod",
+            "metadata": {"name": "p", "resourceVersion": "7", "labels": {"a": "b"}},
+            "spec": {"x": 1.5, "y": [null, "\u{e9} \"q\""]},
+        })));
+        let sent = Arc::new(Event::new(
+            EventKind::Modified,
+            "/registry/pods/d/p".into(),
+            object.clone(),
+            7,
+        ));
+        let mut past = Past::Decoded(sent.clone());
+        past.encode();
+        assert!(matches!(past, Past::Encoded { .. }));
+        // Only the JSON is kept: the decoded object is the current state's alone.
+        assert_eq!(Arc::strong_count(&object), 2, "the event and this test");
+        assert_eq!((past.revision(), past.key()), (7, "/registry/pods/d/p"));
+        let replayed = past.event().unwrap();
+        assert_eq!(replayed.kind, EventKind::Modified);
+        assert_eq!(replayed.object.value, object.value);
+        assert_eq!(replayed.json_line(), sent.json_line());
+    }
 
     #[test]
     fn etcd_versions_with_ordered_progress_notifications() {

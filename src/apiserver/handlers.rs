@@ -452,6 +452,11 @@ pub(super) async fn resource_request(
         Some(vw) => vw.present(&v),
         None => v,
     };
+    // An update's answer: in the stored form, also handed to the watch cache with its JSON.
+    let answer_update = |obj: Value, rev: i64, opts: &WriteOptions| match &view {
+        None => answer_written(ctx, &t, StatusCode::OK, obj, opts),
+        Some(_) => written(StatusCode::OK, present(obj), rev),
+    };
     let to_storage = |v: Value| -> Result<Value, ApiError> {
         let Some(vw) = &view else { return Ok(v) };
         let mut errors = Vec::new();
@@ -561,11 +566,7 @@ pub(super) async fn resource_request(
                 }
             })
             .await?;
-            if view.is_none() {
-                Ok(answer_written(ctx, &t, StatusCode::OK, obj, &opts))
-            } else {
-                Ok(written(StatusCode::OK, present(obj), rev))
-            }
+            Ok(answer_update(obj, rev, &opts))
         }
         ("patch", Some(name), sub @ (None | Some("status"))) => {
             let (mime, raw) = read_raw(req).await?;
@@ -591,11 +592,7 @@ pub(super) async fn resource_request(
                 }
             })
             .await?;
-            if view.is_none() {
-                Ok(answer_written(ctx, &t, StatusCode::OK, obj, &opts))
-            } else {
-                Ok(written(StatusCode::OK, present(obj), rev))
-            }
+            Ok(answer_update(obj, rev, &opts))
         }
         ("delete", Some(name), None) => {
             let (_, raw) = read_raw(req).await?;
