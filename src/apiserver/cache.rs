@@ -579,17 +579,16 @@ impl TypeCache {
             }
             WatchEvent::Deleted { object, revision } => {
                 self.take_offered(&object.key, revision);
-                let Some(v) = served(&Stored {
-                    revision,
-                    ..object.clone()
-                }) else {
+                // Served at the delete's revision (the bytes are moved, not copied).
+                let last = Stored { revision, ..object };
+                let Some(v) = served(&last) else {
                     // Undecodable: still gone from the cache.
-                    self.state.write().objects.remove(&object.key);
+                    self.state.write().objects.remove(&last.key);
                     return;
                 };
                 (
                     EventKind::Deleted,
-                    object.key,
+                    last.key,
                     Arc::new(CachedObject::new(v)),
                     revision,
                 )
