@@ -58,7 +58,7 @@ use super::etcd::{
 };
 use super::{
     MachineInfo, Table, TempDir, command_line, fmt_bytes, fmt_ms, fmt_thousands, free_ports,
-    load_average, shell_quote, tail, utc_now,
+    load_average, process_cpu, shell_quote, tail, utc_now,
 };
 use crate::cluster::pki::{self, Pki};
 
@@ -256,7 +256,7 @@ pub async fn run(mut opts: Options) -> anyhow::Result<bool> {
     );
     for &t in &targets {
         let v = match t {
-            Target::Minik => format!("minik {}", env!("CARGO_PKG_VERSION")),
+            Target::Minik | Target::Noop => format!("minik {}", env!("CARGO_PKG_VERSION")),
             Target::Etcd => etcd_version.clone().unwrap_or_default(),
         };
         let _ = writeln!(
@@ -572,17 +572,6 @@ impl Drop for ApiServer {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// User + system CPU time of a process (`"self"` or a pid) from `/proc/<pid>/stat`.
-fn process_cpu(pid: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start with the state (field 3).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on every Linux architecture minik runs on.
-    Some(Duration::from_millis(ticks * 10))
 }
 
 /// CPU time of the three processes.

@@ -11,7 +11,10 @@
 //!    `etcdctl check perf` writes) over one gRPC connection; p50/p90/p99/max.
 //! 2. range over 100k keys: a bulk load with many puts in flight, then one Range over all keys
 //!    (full, `keys_only`, `count_only`), best of 3.
-//! 3. `etcdctl check perf --load=…` (60 s per load and server), parsed into a table.
+//! 3. `etcdctl check perf --load=…` (60 s per load and server), parsed into a table, with the
+//!    CPU each write cost the server and etcdctl (from `/proc`, over seconds 10–50 of the load).
+//!    With `--ceiling`, also against [`super::noop_etcd`], a server on the same gRPC stack that
+//!    stores nothing: what the client and the transport alone reach on this machine.
 //!
 //! Output is Markdown on stdout, progress on stderr.
 
@@ -31,7 +34,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::{
     MachineInfo, Table, TempDir, command_line, fmt_bytes, fmt_ms, fmt_thousands, free_ports,
-    load_average, shell_quote, tail, utc_now,
+    load_average, process_cpu, shell_quote, tail, utc_now,
 };
 use crate::etcd::proto::etcdserverpb::{PutRequest, RangeRequest, kv_client::KvClient};
 
@@ -56,6 +59,9 @@ pub enum Target {
     Minik,
     /// The real etcd (`--etcd-bin`).
     Etcd,
+    /// `minik bench etcd-noop-server`: the gRPC stack with no store (`--ceiling`, check perf only).
+    #[value(skip)]
+    Noop,
 }
 
 impl Target {
@@ -63,6 +69,7 @@ impl Target {
         match self {
             Target::Minik => "minik",
             Target::Etcd => "etcd",
+            Target::Noop => "no-op server (ceiling)",
         }
     }
 }
@@ -105,6 +112,8 @@ pub struct Options {
     /// Measure one side only.
     pub only: Option<Target>,
     pub skip_check_perf: bool,
+    /// Also run `check perf` against the no-op server.
+    pub ceiling: bool,
     pub etcd_bin: PathBuf,
     pub etcdctl_bin: PathBuf,
     /// Measured sequential puts of the latency section.
@@ -227,6 +236,15 @@ pub async fn run(mut opts: Options) -> anyhow::Result<()> {
             let _ = writeln!(h, "- etcdctl: not available ({why})");
         }
     }
+    if opts.ceiling {
+        let _ = writeln!(
+            h,
+            "- {}: `{}` — `minik etcd serve`'s gRPC serving threads with a KV service that \
+             acknowledges every put without storing it (`check perf` only)",
+            Target::Noop.name(),
+            display_command(Target::Noop, &bins)
+        );
+    }
     let _ = writeln!(
         h,
         "- Each measurement starts a fresh server on a fresh data dir; one server runs at a time, \
@@ -276,6 +294,10 @@ pub async fn run(mut opts: Options) -> anyhow::Result<()> {
     // 3. etcdctl check perf.
     if check_perf {
         let mut results = Vec::new();
+        let mut targets = targets.clone();
+        if opts.ceiling {
+            targets.push(Target::Noop);
+        }
         for &load in &opts.loads {
             for &t in &targets {
                 progress(&format!(
@@ -364,6 +386,17 @@ fn server_command(
             "serve".into(),
         ],
         Target::Etcd => vec![bins.etcd.display().to_string()],
+        Target::Noop => {
+            return [
+                &bins.minik.display().to_string(),
+                "bench",
+                "etcd-noop-server",
+                "--listen-client-urls",
+                &client,
+            ]
+            .map(String::from)
+            .to_vec();
+        }
     };
     cmd.extend(
         [
@@ -840,6 +873,8 @@ struct CheckPerf {
     /// The final `PASS` / `FAIL`.
     verdict: Option<bool>,
     exit_code: Option<i32>,
+    /// CPU per write over [`CPU_WINDOW`].
+    cpu: Option<CpuPerWrite>,
     /// When no verdict was printed: the last line of stderr.
     problem: Option<String>,
     wall: Duration,
@@ -938,8 +973,15 @@ async fn run_check_perf(server: &Server, etcdctl: &Path, load: Load) -> anyhow::
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let start = Instant::now();
-    let out = tokio::time::timeout(CHECK_PERF_TIMEOUT, cmd.output())
-        .await
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", etcdctl.display()))?;
+    let pid = child.id();
+    let (out, cpu) = tokio::join!(
+        tokio::time::timeout(CHECK_PERF_TIMEOUT, child.wait_with_output()),
+        cpu_window(server, pid),
+    );
+    let out = out
         .with_context(|| format!("etcdctl check perf did not finish in {CHECK_PERF_TIMEOUT:?}"))?
         .with_context(|| format!("running {}", etcdctl.display()))?;
     let mut r = CheckPerf::parse(
@@ -948,7 +990,49 @@ async fn run_check_perf(server: &Server, etcdctl: &Path, load: Load) -> anyhow::
         out.status.code(),
     );
     r.wall = start.elapsed();
+    r.cpu = cpu;
     Ok(r)
+}
+
+/// The seconds of `check perf`'s 60 s load over which CPU per write is measured (after
+/// etcdctl's 1,000 connections are up, before its clean-up).
+const CPU_WINDOW: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(50));
+
+/// CPU time per write of the server and of etcdctl during `check perf`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CpuPerWrite {
+    server: Duration,
+    client: Duration,
+}
+
+/// Measures [`CpuPerWrite`] over [`CPU_WINDOW`]: `/proc` CPU times of both processes, and the
+/// server's revision (one per put) from a Range at each end. `None` if either process ended or
+/// the server did not answer.
+async fn cpu_window(server: &Server, etcdctl: Option<u32>) -> Option<CpuPerWrite> {
+    let (pid, client) = (server.pid()?.to_string(), etcdctl?.to_string());
+    let mut kv = server.kv().await.ok()?;
+    let mut snapshot = async || {
+        let revision = kv
+            .range(RangeRequest {
+                key: b"minik-bench-ready".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .header?
+            .revision;
+        Some((process_cpu(&pid)?, process_cpu(&client)?, revision))
+    };
+    tokio::time::sleep(CPU_WINDOW.0).await;
+    let (server0, client0, rev0) = snapshot().await?;
+    tokio::time::sleep(CPU_WINDOW.1 - CPU_WINDOW.0).await;
+    let (server1, client1, rev1) = snapshot().await?;
+    let writes = u32::try_from(rev1 - rev0).ok().filter(|w| *w > 0)?;
+    Some(CpuPerWrite {
+        server: server1.saturating_sub(server0) / writes,
+        client: client1.saturating_sub(client0) / writes,
+    })
 }
 
 fn check_perf_section(
@@ -1002,6 +1086,11 @@ fn check_perf_section(
                 format!("{s:.3} s ({})", verdict(ok))
             })
         });
+        line("CPU per write: server · etcdctl", &|c| {
+            c.cpu.map_or("—".into(), |c| {
+                format!("{} µs · {} µs", c.server.as_micros(), c.client.as_micros())
+            })
+        });
         line("failed requests", &|c| fmt_thousands(c.error_count()));
         line("result", &|c| match (c.verdict, &c.problem) {
             (Some(ok), _) => format!("**{}**", verdict(ok)),
@@ -1026,7 +1115,10 @@ fn check_perf_section(
          `ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:PORT check perf --load=X`: 60 s of 1 KiB \
          puts at a fixed rate from many clients (etcdctl runs on the same 2-CPU machine). PASS \
          needs throughput > 90% of the target, slowest request ≤ 0.5 s, stddev ≤ 0.1 s, and no \
-         errors.\n\n{}",
+         errors. CPU per write: user + system time of each process over seconds {}–{} of the \
+         load, divided by the revisions written meanwhile.\n\n{}",
+        CPU_WINDOW.0.as_secs(),
+        CPU_WINDOW.1.as_secs(),
         table.render()
     );
     if !notes.is_empty() {

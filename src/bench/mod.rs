@@ -4,6 +4,8 @@
 //!   (`etcdctl check perf`, single-client put latency, a 100k-key Range).
 //! - [`apiserver`]: `minik apiserver` over HTTPS on minik's store and on the real etcd, side by
 //!   side (single-object latency at 1/10/100 clients, LIST of 10,000 pods, watch fan-out).
+//! - [`noop_etcd`]: an etcd KV endpoint that stores nothing: the ceiling of `etcdctl check perf`
+//!   on this machine (`minik bench etcd --ceiling`).
 //! - [`up`]: `minik up` to a ready control plane, and the idle control plane's memory.
 //! - [`scheduler`]: pods bound per second on simulated nodes, end to end.
 //!
@@ -14,6 +16,7 @@ pub mod apiserver;
 pub mod deployment;
 pub mod etcd;
 pub mod kubelet;
+pub mod noop_etcd;
 pub mod scale;
 pub mod scheduler;
 pub mod up;
@@ -308,6 +311,17 @@ pub fn fmt_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// User + system CPU time of a process (`"self"` or a pid) from `/proc/<pid>/stat`.
+pub(crate) fn process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start with the state (field 3).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture minik runs on.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// The last `n` lines of `text`.

@@ -16,6 +16,14 @@ pub enum BenchCommand {
     /// Runs single-client put latency, a Range over 100k keys and `etcdctl check perf` (60 s per
     /// load and server; ~5 minutes with the default loads) against freshly started servers.
     Etcd(EtcdBenchArgs),
+    /// An etcd KV endpoint that acknowledges puts without storing anything, on the store's own
+    /// gRPC serving threads: the instrument behind `minik bench etcd --ceiling`. Not a store.
+    #[command(hide = true)]
+    EtcdNoopServer {
+        /// Where to listen (http:// only), as etcd's flag.
+        #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+        listen_client_urls: Vec<String>,
+    },
     /// `minik apiserver` on minik's store and on the real etcd, side by side (Markdown on stdout).
     ///
     /// Single-object GET/CREATE/UPDATE latency at 1, 10 and 100 clients, LIST of 10,000 pods
@@ -173,6 +181,10 @@ pub struct EtcdBenchArgs {
     /// Skip `etcdctl check perf` (the slow part) for a quick run.
     #[arg(long)]
     pub skip_check_perf: bool,
+    /// Also run `check perf` against a server on the same gRPC stack that stores nothing: the
+    /// throughput the client, loopback TCP and HTTP/2 leave on this machine.
+    #[arg(long)]
+    pub ceiling: bool,
     /// The real etcd server binary.
     #[arg(long, default_value = "/usr/bin/etcd")]
     pub etcd_bin: PathBuf,
@@ -299,11 +311,19 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        BenchCommand::EtcdNoopServer { listen_client_urls } => {
+            super::runtime()?.block_on(crate::bench::noop_etcd::serve(
+                listen_client_urls,
+                super::shutdown_signal(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Etcd(a) => {
             let opts = etcd::Options {
                 loads: a.load,
                 only: a.only,
                 skip_check_perf: a.skip_check_perf,
+                ceiling: a.ceiling,
                 etcd_bin: a.etcd_bin,
                 etcdctl_bin: a.etcdctl_bin,
                 puts: a.puts,

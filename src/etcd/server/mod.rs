@@ -113,11 +113,38 @@ pub async fn serve(
     );
     let writer = Writer::start(store.clone());
     tokio::spawn(lease::expiry_loop(store.clone(), writer.clone()));
+    let svc = EtcdService {
+        store,
+        writer,
+        config: Arc::new(config.clone()),
+    };
+    serve_grpc(
+        &config.listen_client_urls,
+        config.tls.as_ref(),
+        move |tls| router(svc.clone(), tls),
+        shutdown,
+    )
+    .await
+}
 
+/// Serves the gRPC services `make_router` builds on every URL of `urls` until `shutdown`
+/// resolves: one thread per CPU ([`serving_threads`]), each with its own single-threaded runtime,
+/// router and `SO_REUSEPORT` listener per URL. `make_router` gets the TLS settings of the URL
+/// (`None` for `http://`). Prints "ready to serve client requests" once every listener is bound.
+pub(crate) async fn serve_grpc<F, Fut>(
+    urls: &[String],
+    tls_files: Option<&TlsFiles>,
+    make_router: F,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()>
+where
+    F: Fn(Option<ServerTlsConfig>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<tonic::transport::server::Router>>,
+{
     let mut listeners = Vec::new();
-    for url in &config.listen_client_urls {
+    for url in urls {
         let (tls, addr) = parse_url(url)?;
-        if tls && config.tls.is_none() {
+        if tls && tls_files.is_none() {
             bail!("{url}: https needs --cert-file and --key-file");
         }
         // A plain bind first: it fails if anything (another store sharing the port through
@@ -139,20 +166,15 @@ pub async fn serve(
         }
     }
 
-    let svc = EtcdService {
-        store,
-        writer,
-        config: Arc::new(config.clone()),
-    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut threads = 0;
     for (i, (url, tls, listener)) in listeners.into_iter().enumerate() {
-        let tls_cfg = match (&config.tls, tls) {
+        let tls_cfg = match (tls_files, tls) {
             (Some(files), true) => Some(tls_config(files)?),
             _ => None,
         };
-        let (svc, mut stop, done) = (svc.clone(), stop_rx.clone(), done_tx.clone());
+        let (make_router, mut stop, done) = (make_router.clone(), stop_rx.clone(), done_tx.clone());
         if i % serving_threads() == 0 {
             tracing::info!("serving client requests on {url}");
         }
@@ -173,7 +195,7 @@ pub async fn serve(
                             TcpIncoming::from(listener).with_nodelay(Some(true)),
                             move |conn| conn.map(|io| h2fix::H2Fix::new(io, !tls)),
                         );
-                        router(svc, tls_cfg)
+                        make_router(tls_cfg)
                             .await?
                             .serve_with_incoming_shutdown(incoming, async move {
                                 let _ = stop.wait_for(|s| *s).await;
@@ -229,14 +251,19 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     Ok(socket.into())
 }
 
+/// The gRPC server settings of every serving thread.
+pub(crate) fn server_builder() -> Server {
+    Server::builder()
+        .max_concurrent_streams(u32::MAX)
+        .http2_keepalive_interval(Some(Duration::from_secs(120)))
+}
+
 /// The gRPC services of one serving thread.
 async fn router(
     svc: EtcdService,
     tls: Option<ServerTlsConfig>,
 ) -> anyhow::Result<tonic::transport::server::Router> {
-    let mut builder = Server::builder()
-        .max_concurrent_streams(u32::MAX)
-        .http2_keepalive_interval(Some(Duration::from_secs(120)));
+    let mut builder = server_builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
