@@ -140,6 +140,16 @@ fn served(stored: &Stored) -> Option<Value> {
     stored.object().ok()
 }
 
+/// A written object decoded from its stored bytes, with its JSON made from those bytes too (the
+/// resourceVersion written in, no re-encoding): watchers and the history need that JSON.
+fn served_with_json(stored: &Stored) -> Option<CachedObject> {
+    let value = served(stored)?;
+    Some(match stored.served_json() {
+        Some(json) => CachedObject::with_json(value, Bytes::from(json)),
+        None => CachedObject::new(value),
+    })
+}
+
 /// An event of the history: as it was sent, or (once older than [`HISTORY_DECODED`] events)
 /// only its object's JSON.
 #[derive(Debug, Clone)]
@@ -581,17 +591,12 @@ impl TypeCache {
                 self.take_offered(&object.key, revision);
                 // Served at the delete's revision (the bytes are moved, not copied).
                 let last = Stored { revision, ..object };
-                let Some(v) = served(&last) else {
+                let Some(object) = served_with_json(&last) else {
                     // Undecodable: still gone from the cache.
                     self.state.write().objects.remove(&last.key);
                     return;
                 };
-                (
-                    EventKind::Deleted,
-                    last.key,
-                    Arc::new(CachedObject::new(v)),
-                    revision,
-                )
+                (EventKind::Deleted, last.key, Arc::new(object), revision)
             }
         };
         let mut state = self.state.write();
@@ -624,7 +629,7 @@ impl TypeCache {
     fn written(&self, s: &Stored) -> Option<Arc<CachedObject>> {
         match self.take_offered(&s.key, s.revision) {
             Some(object) => Some(object),
-            None => served(s).map(|v| Arc::new(CachedObject::new(v))),
+            None => served_with_json(s).map(Arc::new),
         }
     }
 

@@ -381,57 +381,78 @@ macro_rules! skip_leaves {
     };
 }
 
-/// Whether a JSON body gives a key twice in one object anywhere. (Every write's body is checked:
-/// this scan builds no paths and stops at the first duplicate.)
-pub fn has_duplicates(raw: &[u8]) -> bool {
-    let found = std::cell::Cell::new(false);
+/// A JSON document as serde_json's `Value` (the last of two equal keys kept), and whether it
+/// gives a key twice in one object anywhere, in one parse. (Every write's body goes through
+/// this; the duplicates' names and order are worked out by [`strict_errors`] only when there are
+/// any.)
+pub fn parse_noting_duplicates(raw: &[u8]) -> serde_json::Result<(Value, bool)> {
+    let duplicates = std::cell::Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(raw);
-    // A duplicate aborts the scan with an error; a body that does not parse has no duplicate
-    // to report (it was refused before).
-    let _ = DupScan(&found).deserialize(&mut de);
-    found.get()
+    let value = NotingDuplicates(&duplicates).deserialize(&mut de)?;
+    de.end()?;
+    Ok((value, duplicates.get()))
 }
 
-/// The visitor of [`has_duplicates`]: sets the flag and aborts at the first key given twice.
-struct DupScan<'f>(&'f std::cell::Cell<bool>);
+/// The `Value` builder of [`parse_noting_duplicates`]: what serde_json's own `Value` visitor
+/// does, plus a flag raised when an object's key replaces an earlier one.
+struct NotingDuplicates<'f>(&'f std::cell::Cell<bool>);
 
-impl<'de> DeserializeSeed<'de> for DupScan<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+impl<'de> DeserializeSeed<'de> for NotingDuplicates<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for DupScan<'_> {
-    type Value = ();
+impl<'de> Visitor<'de> for NotingDuplicates<'_> {
+    type Value = Value;
 
-    skip_leaves!();
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(DupScan(self.0))?.is_some() {}
-        Ok(())
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any valid JSON value")
     }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        // Objects are small: a list scan until it grows, then a set.
-        let mut few: Vec<Cow<'de, str>> = Vec::new();
-        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
-        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let again = if many.is_empty() && few.len() < 32 {
-                let again = few.contains(&key);
-                few.push(key);
-                again
-            } else {
-                many.extend(few.drain(..));
-                !many.insert(key)
-            };
-            if again {
-                self.0.set(true);
-                return Err(serde::de::Error::custom("duplicate key"));
-            }
-            map.next_value_seed(DupScan(self.0))?;
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element_seed(NotingDuplicates(self.0))? {
+            items.push(v);
         }
-        Ok(())
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(NotingDuplicates(self.0))?;
+            if object.insert(key, value).is_some() {
+                self.0.set(true);
+            }
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -866,9 +887,37 @@ mod tests {
             vec!["duplicate field \"data\"".to_string()]
         );
         assert!(strict_errors(b"{not json", &[], false).is_empty());
-        assert!(has_duplicates(raw));
-        assert!(!has_duplicates(br#"{"a":{"b":1},"c":[{"b":2}]}"#));
+        assert!(dup(raw));
+        assert!(!dup(br#"{"a":{"b":1},"c":[{"b":2}]}"#));
         assert!(strict_errors(br#"{"a":{"b":1}}"#, &[], false).is_empty());
+    }
+
+    /// Whether the body gives a key twice (false when it does not parse).
+    fn dup(raw: &[u8]) -> bool {
+        parse_noting_duplicates(raw).is_ok_and(|(_, d)| d)
+    }
+
+    #[test]
+    fn the_parse_is_serde_jsons_and_keeps_the_last_of_two_keys() {
+        for raw in [
+            &br#"{"a":[1,-2,3.5,1e300,18446744073709551615,-9223372036854775808],"b":null}"#[..],
+            br#"{"s":"\u00e9\n\"x\"","t":true,"f":false,"o":{},"l":[],"n":[[{}]]}"#,
+            br#"  {"k":1,"k":{"z":2}}  "#,
+            b"[]",
+            b"\"top\"",
+        ] {
+            let want: Value = serde_json::from_slice(raw).unwrap();
+            let (got, _) = parse_noting_duplicates(raw).unwrap();
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                serde_json::to_string(&got).unwrap(),
+                serde_json::to_string(&want).unwrap()
+            );
+        }
+        for bad in [&b"{not json"[..], b"{\"a\":1} x", b"", b"[1,]"] {
+            assert!(parse_noting_duplicates(bad).is_err());
+            assert!(serde_json::from_slice::<Value>(bad).is_err());
+        }
     }
 
     #[test]
@@ -876,16 +925,16 @@ mod tests {
         // An object past the list scan's 32 keys: the duplicate among the first and the last.
         let keys: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
         let unique = format!("{{\"data\":{{{}}}}}", keys.join(","));
-        assert!(!has_duplicates(unique.as_bytes()));
+        assert!(!dup(unique.as_bytes()));
         let twice = format!("{{\"data\":{{{},\"k3\":0}}}}", keys.join(","));
-        assert!(has_duplicates(twice.as_bytes()));
+        assert!(dup(twice.as_bytes()));
         let early = format!("{{\"data\":{{\"k0\":1,\"k0\":2,{}}}}}", keys.join(","));
-        assert!(has_duplicates(early.as_bytes()));
+        assert!(dup(early.as_bytes()));
         // Inside lists of lists, and the same key in sibling objects is not a duplicate.
-        assert!(has_duplicates(br#"{"a":[[{"x":1,"y":2,"x":3}]]}"#));
-        assert!(!has_duplicates(br#"{"a":[[{"x":1},{"x":2}]],"x":0}"#));
+        assert!(dup(br#"{"a":[[{"x":1,"y":2,"x":3}]]}"#));
+        assert!(!dup(br#"{"a":[[{"x":1},{"x":2}]],"x":0}"#));
         // Escaped keys compare by their decoded text.
-        assert!(has_duplicates(br#"{"a\u0062":1,"ab":2}"#));
-        assert!(!has_duplicates(b"{not json"));
+        assert!(dup(br#"{"a\u0062":1,"ab":2}"#));
+        assert!(!dup(b"{not json"));
     }
 }

@@ -119,9 +119,17 @@ pub(super) struct WriteOptions {
     pub applying: bool,
     /// The request body when it is the object itself in JSON (for the strict decoder's
     /// duplicate-field check, which serde_json's `Value` can no longer make).
-    pub raw_json: Option<Bytes>,
+    pub raw_json: Option<RawJson>,
     /// Set by a write that reached the store: the key and the revision it was written at.
     pub stored: Option<(String, i64)>,
+}
+
+/// A JSON request body as it came, and whether it gives a key twice in an object (found by
+/// the parse that made the object).
+#[derive(Debug, Clone)]
+pub struct RawJson {
+    pub bytes: Bytes,
+    pub duplicates: bool,
 }
 
 /// Adds `Warning: 299 - "…"` headers, as kubectl prints them.
@@ -154,11 +162,11 @@ pub(super) fn admit(
     // A key given twice: serde_json kept the last, Go's decoder decodes the second into what the
     // first left (under Strict the request is refused below, nothing is stored either way). The
     // body is scanned for that once; a second, ordered scan only when there is something to say.
-    let duplicates = opts.raw_json.as_deref().is_some_and(gojson::has_duplicates);
+    let duplicates = opts.raw_json.as_ref().is_some_and(|raw| raw.duplicates);
     if let (Some(raw), Some(root)) = (&opts.raw_json, ctx.definition_of(r))
         && opts.validation != FieldValidation::Strict
         && duplicates
-        && let Some(go) = gojson::decode_like_go(raw, ctx.openapi.definitions(), root)
+        && let Some(go) = gojson::decode_like_go(&raw.bytes, ctx.openapi.definitions(), root)
         && go.is_object()
     {
         *obj = go;
@@ -268,7 +276,7 @@ pub(super) fn admit(
         let strict: Vec<String> = match (&opts.validation, &opts.raw_json) {
             (FieldValidation::Ignore, _) => Vec::new(),
             (_, Some(_)) if !duplicates && decoded.unknown.is_empty() => Vec::new(),
-            (_, Some(raw)) => gojson::strict_errors(raw, &decoded.unknown, false),
+            (_, Some(raw)) => gojson::strict_errors(&raw.bytes, &decoded.unknown, false),
             (_, None) => decoded
                 .unknown
                 .iter()
@@ -285,7 +293,9 @@ pub(super) fn admit(
             FieldValidation::Warn => opts.warnings.extend(strict),
             _ => {}
         }
-        *obj = decoded.object;
+        if let Some(typed) = decoded.object {
+            *obj = typed;
+        }
     } else if let Some(custom) = r.custom {
         // A custom object: checked against its CRD's schema and pruned of unknown fields.
         let mut errors = Vec::new();
@@ -296,7 +306,7 @@ pub(super) fn admit(
         let mut strict = match (&opts.validation, &opts.raw_json) {
             (FieldValidation::Ignore, _) | (_, None) => Vec::new(),
             (_, Some(_)) if !duplicates => Vec::new(),
-            (_, Some(raw)) => gojson::strict_errors(raw, &[], true),
+            (_, Some(raw)) => gojson::strict_errors(&raw.bytes, &[], true),
         };
         strict.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
         let unknown = strict;
@@ -518,9 +528,12 @@ pub(super) async fn resource_request(
         }
         ("update", Some(name), sub @ (None | Some("status"))) => {
             let (mime, bytes) = read_raw(req).await?;
-            let mut body = parse_object(&mime, &bytes, outer)?;
+            let (mut body, duplicates) = parse_object(&mime, &bytes, outer)?;
             if view.is_none() && is_json(&mime) {
-                opts.raw_json = Some(bytes.clone());
+                opts.raw_json = Some(RawJson {
+                    bytes: bytes.clone(),
+                    duplicates,
+                });
             }
             let status = sub.is_some();
             let expected = body["metadata"]["resourceVersion"]
@@ -556,7 +569,7 @@ pub(super) async fn resource_request(
                 match first.take() {
                     Some(body) => Ok(body),
                     None => {
-                        let body = parse_object(&mime, &bytes, outer)?;
+                        let (body, _) = parse_object(&mime, &bytes, outer)?;
                         if view.is_some() {
                             to_storage(body)
                         } else {
@@ -636,11 +649,12 @@ fn answer_written(
     let Some((key, revision)) = &opts.stored else {
         return json_response(code, &obj);
     };
+    // Offered before it is serialized: the store's watch may deliver the write any moment, and
+    // an object offered too late is decoded again by the cache.
     let cached = Arc::new(CachedObject::new(obj));
-    let body = cached.json().clone();
     ctx.cache
-        .offer(&t.resource.key(None, ""), key, *revision, cached);
-    full(code, "application/json", body)
+        .offer(&t.resource.key(None, ""), key, *revision, cached.clone());
+    full(code, "application/json", cached.json().clone())
 }
 
 /// Creates an object; the answer's code and the object as stored (with its resourceVersion).
@@ -1529,10 +1543,10 @@ pub(super) fn parse_body(mime: &str, body: &[u8]) -> Result<Value, ApiError> {
 pub(super) async fn read_object(
     req: Request<Incoming>,
     r: &Resource,
-) -> Result<(Value, Option<Bytes>), ApiError> {
-    let (mime, body) = read_raw(req).await?;
-    let obj = parse_object(&mime, &body, r)?;
-    let raw = is_json(&mime).then_some(body);
+) -> Result<(Value, Option<RawJson>), ApiError> {
+    let (mime, bytes) = read_raw(req).await?;
+    let (obj, duplicates) = parse_object(&mime, &bytes, r)?;
+    let raw = is_json(&mime).then_some(RawJson { bytes, duplicates });
     Ok((obj, raw))
 }
 
@@ -1541,7 +1555,9 @@ fn is_json(mime: &str) -> bool {
     matches!(mime, "application/json" | "" | "*/*")
 }
 
-fn parse_object(mime: &str, body: &Bytes, r: &Resource) -> Result<Value, ApiError> {
+/// An object body for `r`, and whether it gives a key twice in an object (JSON only: the other
+/// decoders do not say).
+fn parse_object(mime: &str, body: &Bytes, r: &Resource) -> Result<(Value, bool), ApiError> {
     let unrecognized = |why: String| {
         ApiError::bad_request(format!(
             "the object provided is unrecognized (must be of type {}): {why}",
@@ -1550,7 +1566,7 @@ fn parse_object(mime: &str, body: &Bytes, r: &Resource) -> Result<Value, ApiErro
     };
     let excerpt = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
     match mime {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+        "application/json" | "" | "*/*" => gojson::parse_noting_duplicates(body).map_err(|e| {
             let why = if e.is_eof() {
                 "unexpected end of JSON input".to_string()
             } else {
@@ -1561,22 +1577,26 @@ fn parse_object(mime: &str, body: &Bytes, r: &Resource) -> Result<Value, ApiErro
                 excerpt(body)
             ))
         }),
-        "application/yaml" => serde_yaml::from_slice(body).map_err(|e| {
-            let text = e.to_string();
-            let msg = text.split(" at line ").next().unwrap_or(&text).to_string();
-            let line = e.location().map_or(0, |l| l.line());
-            unrecognized(format!(
-                "error converting YAML to JSON: yaml: line {line}: {msg}"
-            ))
-        }),
+        "application/yaml" => serde_yaml::from_slice(body)
+            .map(|v| (v, false))
+            .map_err(|e| {
+                let text = e.to_string();
+                let msg = text.split(" at line ").next().unwrap_or(&text).to_string();
+                let line = e.location().map_or(0, |l| l.line());
+                unrecognized(format!(
+                    "error converting YAML to JSON: yaml: line {line}: {msg}"
+                ))
+            }),
         "application/vnd.kubernetes.protobuf" => {
             if super::protobuf::type_meta(body).is_ok() {
-                return parse_body(mime, body);
+                return parse_body(mime, body).map(|v| (v, false));
             }
-            super::protobuf::decode(body).map_err(|e| {
-                let hex: String = body.iter().take(32).map(|b| format!("{b:02x}")).collect();
-                unrecognized(format!("{e} ({hex})"))
-            })
+            super::protobuf::decode(body)
+                .map(|v| (v, false))
+                .map_err(|e| {
+                    let hex: String = body.iter().take(32).map(|b| format!("{b:02x}")).collect();
+                    unrecognized(format!("{e} ({hex})"))
+                })
         }
         other => Err(ApiError::unsupported_media_type(other)),
     }

@@ -13,11 +13,14 @@ use serde_path_to_error::Segment;
 use super::gojson::{self, Step};
 use super::resources::Resource;
 
+mod same;
+
 /// What the typed decode of an object found.
 #[derive(Debug)]
 pub struct Decoded {
-    /// The object as its type holds it: unknown fields dropped.
-    pub object: Value,
+    /// The object as its type holds it: unknown fields dropped. None when that is the object
+    /// given, exactly (the usual case: nothing to drop or rewrite).
+    pub object: Option<Value>,
     /// Paths of the fields the type does not have (`spec.template.spec.containers[0].foo`).
     pub unknown: Vec<String>,
 }
@@ -46,17 +49,26 @@ impl DecodeError {
     }
 }
 
-fn roundtrip<T: for<'de> Deserialize<'de> + Serialize>(obj: &Value) -> Result<Value, DecodeError> {
+/// The object as `T` holds it (None when that is `obj` itself, exactly).
+fn roundtrip<T: for<'de> Deserialize<'de> + Serialize>(
+    obj: &Value,
+) -> Result<Option<Value>, DecodeError> {
     // Most bodies decode: the path-tracking decoder runs only to say where one does not.
     let typed = match T::deserialize(obj) {
         Ok(typed) => typed,
         Err(_) => decode_with_path::<T>(obj)?,
     };
-    serde_json::to_value(&typed).map_err(|e| DecodeError {
-        path: Vec::new(),
-        message: e.to_string(),
-        go: false,
-    })
+    // Most bodies are already what the type makes of them: checking that builds nothing.
+    if typed.serialize(same::SameAs(obj)).is_ok() {
+        return Ok(None);
+    }
+    serde_json::to_value(&typed)
+        .map(Some)
+        .map_err(|e| DecodeError {
+            path: Vec::new(),
+            message: e.to_string(),
+            go: false,
+        })
 }
 
 /// The decode again, tracking the path, for the error naming the refused field.
@@ -171,13 +183,22 @@ pub fn decode(r: &Resource, obj: &Value) -> Option<Result<Decoded, DecodeError>>
         "storage.k8s.io" "StorageClass" => storage::StorageClass,
         "apiextensions.k8s.io" "CustomResourceDefinition" => apiextensions::CustomResourceDefinition,
     )?;
-    Some(result.map(|mut object| {
+    Some(result.map(|object| {
+        let Some(mut object) = object else {
+            return Decoded {
+                object: None,
+                unknown: Vec::new(),
+            };
+        };
         let mut unknown = Vec::new();
         dropped(obj, &object, &mut String::new(), &mut unknown);
         // The decode only takes away: fields the type fills in on its own (a required struct
         // left out, as `spec.selector`) stay absent, so validation still sees them missing.
         remove_additions(obj, &mut object);
-        Decoded { object, unknown }
+        Decoded {
+            object: Some(object),
+            unknown,
+        }
     }))
 }
 
@@ -271,8 +292,9 @@ mod tests {
                 "spec.template.spec.containers[0].colour".to_string()
             ]
         );
-        assert!(d.object["spec"].get("replicaz").is_none());
-        assert_eq!(d.object["spec"]["selector"]["matchLabels"]["a"], "b");
+        let object = d.object.expect("unknown fields dropped");
+        assert!(object["spec"].get("replicaz").is_none());
+        assert_eq!(object["spec"]["selector"]["matchLabels"]["a"], "b");
         assert!(decode(deploy, &json!([])).unwrap().is_err());
     }
 }

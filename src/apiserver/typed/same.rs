@@ -1,0 +1,499 @@
+//! [`SameAs`]: whether a value serializes (through `serde_json::to_value`) to exactly a given
+//! JSON `Value`, checked while it serializes, without building anything.
+//!
+//! The typed decode turns a body into its k8s-openapi type and back into JSON, which drops unknown
+//! fields and nulls and rewrites times and base64 the way Go writes them. For most bodies that
+//! JSON is the body itself: this check says so at a fraction of the cost of building it. It
+//! follows serde_json's own `Value` serializer rule by rule (numbers through `Value::from`, a
+//! struct or map as an object with exactly the keys given, `None` and unit as null), and says
+//! "differs" for anything it does not model, so the caller falls back to building the JSON.
+
+use std::fmt;
+
+use serde::ser::{
+    Error, Impossible, Serialize, SerializeMap, SerializeSeq, SerializeStruct, SerializeTuple,
+    SerializeTupleStruct, Serializer,
+};
+use serde_json::{Map, Value};
+
+/// A serializer that succeeds only if what it is given serializes to exactly its `Value`.
+pub struct SameAs<'a>(pub &'a Value);
+
+/// The value does not serialize to the expected JSON (or uses something not modelled here).
+#[derive(Debug)]
+pub struct Differs;
+
+impl fmt::Display for Differs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("serializes to other JSON")
+    }
+}
+
+impl std::error::Error for Differs {}
+
+impl Error for Differs {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Differs
+    }
+}
+
+fn check(same: bool) -> Result<(), Differs> {
+    if same { Ok(()) } else { Err(Differs) }
+}
+
+impl<'a> Serializer for SameAs<'a> {
+    type Ok = ();
+    type Error = Differs;
+    type SerializeSeq = Items<'a>;
+    type SerializeTuple = Items<'a>;
+    type SerializeTupleStruct = Items<'a>;
+    type SerializeTupleVariant = Impossible<(), Differs>;
+    type SerializeMap = Fields<'a>;
+    type SerializeStruct = Fields<'a>;
+    type SerializeStructVariant = Impossible<(), Differs>;
+
+    fn serialize_bool(self, v: bool) -> Result<(), Differs> {
+        check(*self.0 == Value::Bool(v))
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), Differs> {
+        self.serialize_i64(i64::from(v))
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), Differs> {
+        self.serialize_i64(i64::from(v))
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), Differs> {
+        self.serialize_i64(i64::from(v))
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), Differs> {
+        check(*self.0 == Value::from(v))
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), Differs> {
+        self.serialize_u64(u64::from(v))
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), Differs> {
+        self.serialize_u64(u64::from(v))
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), Differs> {
+        self.serialize_u64(u64::from(v))
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), Differs> {
+        check(*self.0 == Value::from(v))
+    }
+    fn serialize_f32(self, v: f32) -> Result<(), Differs> {
+        check(*self.0 == Value::from(v))
+    }
+    fn serialize_f64(self, v: f64) -> Result<(), Differs> {
+        check(*self.0 == Value::from(v))
+    }
+    fn serialize_char(self, v: char) -> Result<(), Differs> {
+        let mut buf = [0; 4];
+        self.serialize_str(v.encode_utf8(&mut buf))
+    }
+    fn serialize_str(self, v: &str) -> Result<(), Differs> {
+        check(matches!(self.0, Value::String(s) if s == v))
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), Differs> {
+        // serde_json writes bytes as an array of numbers.
+        check(matches!(self.0, Value::Array(a)
+            if a.len() == v.len() && a.iter().zip(v).all(|(x, b)| *x == Value::from(*b))))
+    }
+    fn serialize_none(self) -> Result<(), Differs> {
+        check(self.0.is_null())
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), Differs> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), Differs> {
+        check(self.0.is_null())
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Differs> {
+        check(self.0.is_null())
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<(), Differs> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), Differs> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), Differs> {
+        // serde_json: `{variant: value}`.
+        match self.0 {
+            Value::Object(m) if m.len() == 1 => match m.get(variant) {
+                Some(inner) => value.serialize(SameAs(inner)),
+                None => Err(Differs),
+            },
+            _ => Err(Differs),
+        }
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Items<'a>, Differs> {
+        match self.0 {
+            Value::Array(a) => Ok(Items(a.iter())),
+            _ => Err(Differs),
+        }
+    }
+    fn serialize_tuple(self, len: usize) -> Result<Items<'a>, Differs> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_struct(self, _: &'static str, len: usize) -> Result<Items<'a>, Differs> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Differs> {
+        Err(Differs)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Fields<'a>, Differs> {
+        match self.0 {
+            Value::Object(m) => Ok(Fields {
+                expected: m,
+                matched: 0,
+                key: None,
+            }),
+            _ => Err(Differs),
+        }
+    }
+    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Fields<'a>, Differs> {
+        self.serialize_map(Some(len))
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Differs> {
+        Err(Differs)
+    }
+}
+
+/// The elements of an expected array, matched one by one.
+pub struct Items<'a>(std::slice::Iter<'a, Value>);
+
+impl Items<'_> {
+    fn next<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Differs> {
+        match self.0.next() {
+            Some(expected) => value.serialize(SameAs(expected)),
+            None => Err(Differs),
+        }
+    }
+
+    fn done(mut self) -> Result<(), Differs> {
+        check(self.0.next().is_none())
+    }
+}
+
+impl SerializeSeq for Items<'_> {
+    type Ok = ();
+    type Error = Differs;
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Differs> {
+        self.next(value)
+    }
+    fn end(self) -> Result<(), Differs> {
+        self.done()
+    }
+}
+
+impl SerializeTuple for Items<'_> {
+    type Ok = ();
+    type Error = Differs;
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Differs> {
+        self.next(value)
+    }
+    fn end(self) -> Result<(), Differs> {
+        self.done()
+    }
+}
+
+impl SerializeTupleStruct for Items<'_> {
+    type Ok = ();
+    type Error = Differs;
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Differs> {
+        self.next(value)
+    }
+    fn end(self) -> Result<(), Differs> {
+        self.done()
+    }
+}
+
+/// The members of an expected object: each key given must be there with the same value, and
+/// every member must be given (once: the types serialized here never repeat a key).
+pub struct Fields<'a> {
+    expected: &'a Map<String, Value>,
+    matched: usize,
+    /// The map key just serialized, awaiting its value.
+    key: Option<String>,
+}
+
+impl Fields<'_> {
+    fn member<T: ?Sized + Serialize>(&mut self, key: &str, value: &T) -> Result<(), Differs> {
+        let expected = self.expected.get(key).ok_or(Differs)?;
+        value.serialize(SameAs(expected))?;
+        self.matched += 1;
+        Ok(())
+    }
+
+    fn done(self) -> Result<(), Differs> {
+        check(self.matched == self.expected.len())
+    }
+}
+
+impl SerializeMap for Fields<'_> {
+    type Ok = ();
+    type Error = Differs;
+    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), Differs> {
+        self.key = Some(key.serialize(KeyText)?);
+        Ok(())
+    }
+    fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Differs> {
+        let key = self.key.take().ok_or(Differs)?;
+        self.member(&key, value)
+    }
+    fn end(self) -> Result<(), Differs> {
+        self.done()
+    }
+}
+
+impl SerializeStruct for Fields<'_> {
+    type Ok = ();
+    type Error = Differs;
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Differs> {
+        self.member(key, value)
+    }
+    fn end(self) -> Result<(), Differs> {
+        self.done()
+    }
+}
+
+/// A map key as serde_json writes it, for string keys (the only ones the types here have);
+/// any other key "differs".
+struct KeyText;
+
+impl Serializer for KeyText {
+    type Ok = String;
+    type Error = Differs;
+    type SerializeSeq = Impossible<String, Differs>;
+    type SerializeTuple = Impossible<String, Differs>;
+    type SerializeTupleStruct = Impossible<String, Differs>;
+    type SerializeTupleVariant = Impossible<String, Differs>;
+    type SerializeMap = Impossible<String, Differs>;
+    type SerializeStruct = Impossible<String, Differs>;
+    type SerializeStructVariant = Impossible<String, Differs>;
+
+    fn serialize_str(self, v: &str) -> Result<String, Differs> {
+        Ok(v.to_string())
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<String, Differs> {
+        value.serialize(self)
+    }
+    fn serialize_bool(self, _: bool) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_i8(self, _: i8) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_i16(self, _: i16) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_i32(self, _: i32) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_i64(self, _: i64) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_u8(self, _: u8) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_u16(self, _: u16) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_u32(self, _: u32) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_u64(self, _: u64) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_f32(self, _: f32) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_f64(self, _: f64) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_char(self, _: char) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_none(self) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_unit(self) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<String, Differs> {
+        Err(Differs)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Differs> {
+        Err(Differs)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Differs> {
+        Err(Differs)
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Differs> {
+        Err(Differs)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Differs> {
+        Err(Differs)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Differs> {
+        Err(Differs)
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Differs> {
+        Err(Differs)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Differs> {
+        Err(Differs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+    use serde::Deserialize;
+    use serde_json::json;
+
+    /// The check agrees with building the JSON: same exactly when `to_value` gives the input.
+    /// None when the input does not decode as `T`.
+    fn agrees<T: for<'de> Deserialize<'de> + Serialize>(input: Value) -> Option<bool> {
+        let typed = T::deserialize(&input).ok()?;
+        let same = typed.serialize(SameAs(&input)).is_ok();
+        let built = serde_json::to_value(&typed).expect("serializes");
+        assert_eq!(same, built == input, "{input}");
+        Some(same)
+    }
+
+    #[test]
+    fn same_exactly_when_the_built_json_is_the_input() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "labels": {"a": "b"},
+                "creationTimestamp": "2026-01-01T00:00:00Z", "resourceVersion": "5"},
+            "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80,
+                "protocol": "TCP"}], "resources": {"limits": {"cpu": "1"}}}],
+                "terminationGracePeriodSeconds": 30, "restartPolicy": "Always"},
+            "status": {"phase": "Pending"}});
+        assert_eq!(agrees::<Pod>(pod.clone()), Some(true));
+        // (where, what, same): unknown fields at the top and deep down, a null the type drops,
+        // a time Go writes without its fraction, an empty list and map (kept), a value of
+        // another type in a free-form map.
+        let variants = [
+            ("/colour", json!("red"), false),
+            ("/spec/containers/0/colour", json!("red"), false),
+            ("/spec/nodeName", Value::Null, false),
+            (
+                "/metadata/creationTimestamp",
+                json!("2026-01-01T00:00:00.5Z"),
+                false,
+            ),
+            ("/spec/volumes", json!([]), true),
+            ("/metadata/annotations", json!({}), true),
+            ("/spec/nodeSelector", json!({"a": "b"}), true),
+        ];
+        for (pointer, value, same) in variants {
+            let mut v = pod.clone();
+            let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
+            let Some(Value::Object(m)) = v.pointer_mut(parent) else {
+                panic!("{parent}")
+            };
+            m.insert(key.to_string(), value);
+            assert_eq!(agrees::<Pod>(v), Some(same), "{pointer}");
+        }
+        // Base64 the way Go writes it, and otherwise.
+        let secret = |data: &str| {
+            json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s"}, "data": {"k": data}})
+        };
+        assert_eq!(agrees::<Secret>(secret("aGk=")), Some(true));
+        agrees::<Secret>(secret("aGk"));
+    }
+
+    #[test]
+    fn missing_and_extra_members_and_items_differ() {
+        let v = json!({"a": [1, 2], "b": "x"});
+        assert!(v.serialize(SameAs(&v)).is_ok());
+        for other in [
+            json!({"a": [1, 2]}),
+            json!({"a": [1, 2], "b": "x", "c": null}),
+            json!({"a": [1], "b": "x"}),
+            json!({"a": [1, 2, 3], "b": "x"}),
+            json!({"a": [1, 2.0], "b": "x"}),
+            json!({"a": [1, -2], "b": "x"}),
+            json!(["a", "b"]),
+        ] {
+            assert!(v.serialize(SameAs(&other)).is_err(), "{other}");
+        }
+    }
+}
