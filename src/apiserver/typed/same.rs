@@ -14,7 +14,7 @@ use serde::ser::{
     Error, Impossible, Serialize, SerializeMap, SerializeSeq, SerializeStruct, SerializeTuple,
     SerializeTupleStruct, Serializer,
 };
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 /// A serializer that succeeds only if what it is given serializes to exactly its `Value`.
 pub struct SameAs<'a>(pub &'a Value);
@@ -41,6 +41,15 @@ fn check(same: bool) -> Result<(), Differs> {
     if same { Ok(()) } else { Err(Differs) }
 }
 
+/// Whether `expected` is the JSON serde_json makes of a number (`None`: not finite, null).
+fn same_number(expected: &Value, n: Option<Number>) -> Result<(), Differs> {
+    check(match (expected, n) {
+        (Value::Number(e), Some(n)) => *e == n,
+        (Value::Null, None) => true,
+        _ => false,
+    })
+}
+
 impl<'a> Serializer for SameAs<'a> {
     type Ok = ();
     type Error = Differs;
@@ -53,7 +62,7 @@ impl<'a> Serializer for SameAs<'a> {
     type SerializeStructVariant = Impossible<(), Differs>;
 
     fn serialize_bool(self, v: bool) -> Result<(), Differs> {
-        check(*self.0 == Value::Bool(v))
+        check(matches!(self.0, Value::Bool(b) if *b == v))
     }
     fn serialize_i8(self, v: i8) -> Result<(), Differs> {
         self.serialize_i64(i64::from(v))
@@ -65,7 +74,7 @@ impl<'a> Serializer for SameAs<'a> {
         self.serialize_i64(i64::from(v))
     }
     fn serialize_i64(self, v: i64) -> Result<(), Differs> {
-        check(*self.0 == Value::from(v))
+        same_number(self.0, Some(Number::from(v)))
     }
     fn serialize_u8(self, v: u8) -> Result<(), Differs> {
         self.serialize_u64(u64::from(v))
@@ -77,13 +86,14 @@ impl<'a> Serializer for SameAs<'a> {
         self.serialize_u64(u64::from(v))
     }
     fn serialize_u64(self, v: u64) -> Result<(), Differs> {
-        check(*self.0 == Value::from(v))
+        same_number(self.0, Some(Number::from(v)))
     }
     fn serialize_f32(self, v: f32) -> Result<(), Differs> {
-        check(*self.0 == Value::from(v))
+        // serde_json keeps an f32 as the f64 it widens to.
+        same_number(self.0, Number::from_f64(f64::from(v)))
     }
     fn serialize_f64(self, v: f64) -> Result<(), Differs> {
-        check(*self.0 == Value::from(v))
+        same_number(self.0, Number::from_f64(v))
     }
     fn serialize_char(self, v: char) -> Result<(), Differs> {
         let mut buf = [0; 4];
@@ -95,7 +105,8 @@ impl<'a> Serializer for SameAs<'a> {
     fn serialize_bytes(self, v: &[u8]) -> Result<(), Differs> {
         // serde_json writes bytes as an array of numbers.
         check(matches!(self.0, Value::Array(a)
-            if a.len() == v.len() && a.iter().zip(v).all(|(x, b)| *x == Value::from(*b))))
+            if a.len() == v.len()
+                && a.iter().zip(v).all(|(x, b)| same_number(x, Some(Number::from(*b))).is_ok())))
     }
     fn serialize_none(self) -> Result<(), Differs> {
         check(self.0.is_null())
