@@ -50,6 +50,15 @@ fn same_number(expected: &Value, n: Option<Number>) -> Result<(), Differs> {
     })
 }
 
+/// Smaller integers are checked as the 64-bit ones serde_json widens them to.
+macro_rules! widen {
+    ($($method:ident($ty:ty)),* => $wide:ident($wide_ty:ty)) => {$(
+        fn $method(self, v: $ty) -> Result<(), Differs> {
+            self.$wide(<$wide_ty>::from(v))
+        }
+    )*};
+}
+
 impl<'a> Serializer for SameAs<'a> {
     type Ok = ();
     type Error = Differs;
@@ -64,27 +73,11 @@ impl<'a> Serializer for SameAs<'a> {
     fn serialize_bool(self, v: bool) -> Result<(), Differs> {
         check(matches!(self.0, Value::Bool(b) if *b == v))
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Differs> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Differs> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Differs> {
-        self.serialize_i64(i64::from(v))
-    }
+    widen!(serialize_i8(i8), serialize_i16(i16), serialize_i32(i32) => serialize_i64(i64));
     fn serialize_i64(self, v: i64) -> Result<(), Differs> {
         same_number(self.0, Some(Number::from(v)))
     }
-    fn serialize_u8(self, v: u8) -> Result<(), Differs> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Differs> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Differs> {
-        self.serialize_u64(u64::from(v))
-    }
+    widen!(serialize_u8(u8), serialize_u16(u16), serialize_u32(u32) => serialize_u64(u64));
     fn serialize_u64(self, v: u64) -> Result<(), Differs> {
         same_number(self.0, Some(Number::from(v)))
     }
@@ -212,38 +205,27 @@ impl Items<'_> {
     }
 }
 
-impl SerializeSeq for Items<'_> {
-    type Ok = ();
-    type Error = Differs;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Differs> {
-        self.next(value)
-    }
-    fn end(self) -> Result<(), Differs> {
-        self.done()
-    }
+/// Sequences, tuples and tuple structs are all arrays to serde_json.
+macro_rules! items {
+    ($($trait:ident::$method:ident),*) => {$(
+        impl $trait for Items<'_> {
+            type Ok = ();
+            type Error = Differs;
+            fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Differs> {
+                self.next(value)
+            }
+            fn end(self) -> Result<(), Differs> {
+                self.done()
+            }
+        }
+    )*};
 }
 
-impl SerializeTuple for Items<'_> {
-    type Ok = ();
-    type Error = Differs;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Differs> {
-        self.next(value)
-    }
-    fn end(self) -> Result<(), Differs> {
-        self.done()
-    }
-}
-
-impl SerializeTupleStruct for Items<'_> {
-    type Ok = ();
-    type Error = Differs;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Differs> {
-        self.next(value)
-    }
-    fn end(self) -> Result<(), Differs> {
-        self.done()
-    }
-}
+items!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field
+);
 
 /// The members of an expected object: each key given must be there with the same value, and
 /// every member must be given (once: the types serialized here never repeat a key).
@@ -271,8 +253,14 @@ impl SerializeMap for Fields<'_> {
     type Ok = ();
     type Error = Differs;
     fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), Differs> {
-        self.key = Some(key.serialize(KeyText)?);
-        Ok(())
+        // The types serialized here have string keys only; any other key "differs".
+        match key.serialize(serde_json::value::Serializer) {
+            Ok(Value::String(key)) => {
+                self.key = Some(key);
+                Ok(())
+            }
+            _ => Err(Differs),
+        }
     }
     fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Differs> {
         let key = self.key.take().ok_or(Differs)?;
@@ -295,138 +283,6 @@ impl SerializeStruct for Fields<'_> {
     }
     fn end(self) -> Result<(), Differs> {
         self.done()
-    }
-}
-
-/// A map key as serde_json writes it, for string keys (the only ones the types here have);
-/// any other key "differs".
-struct KeyText;
-
-impl Serializer for KeyText {
-    type Ok = String;
-    type Error = Differs;
-    type SerializeSeq = Impossible<String, Differs>;
-    type SerializeTuple = Impossible<String, Differs>;
-    type SerializeTupleStruct = Impossible<String, Differs>;
-    type SerializeTupleVariant = Impossible<String, Differs>;
-    type SerializeMap = Impossible<String, Differs>;
-    type SerializeStruct = Impossible<String, Differs>;
-    type SerializeStructVariant = Impossible<String, Differs>;
-
-    fn serialize_str(self, v: &str) -> Result<String, Differs> {
-        Ok(v.to_string())
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<String, Differs> {
-        value.serialize(self)
-    }
-    fn serialize_bool(self, _: bool) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_i8(self, _: i8) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_i16(self, _: i16) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_i32(self, _: i32) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_i64(self, _: i64) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_u8(self, _: u8) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_u16(self, _: u16) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_u32(self, _: u32) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_u64(self, _: u64) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_f32(self, _: f32) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_f64(self, _: f64) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_char(self, _: char) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_none(self) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_unit(self) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<String, Differs> {
-        Err(Differs)
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Differs> {
-        Err(Differs)
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Differs> {
-        Err(Differs)
-    }
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct, Differs> {
-        Err(Differs)
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Differs> {
-        Err(Differs)
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Differs> {
-        Err(Differs)
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Differs> {
-        Err(Differs)
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Differs> {
-        Err(Differs)
     }
 }
 
