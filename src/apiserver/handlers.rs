@@ -161,7 +161,8 @@ pub(super) fn admit(
     }
     // A key given twice: serde_json kept the last, Go's decoder decodes the second into what the
     // first left (under Strict the request is refused below, nothing is stored either way). The
-    // body is scanned for that once; a second, ordered scan only when there is something to say.
+    // body's parse noted whether it does; a second, ordered scan only when there is something to
+    // say.
     let duplicates = opts.raw_json.as_ref().is_some_and(|raw| raw.duplicates);
     if let (Some(raw), Some(root)) = (&opts.raw_json, ctx.definition_of(r))
         && opts.validation != FieldValidation::Strict
