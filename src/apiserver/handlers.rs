@@ -529,12 +529,9 @@ pub(super) async fn resource_request(
         }
         ("update", Some(name), sub @ (None | Some("status"))) => {
             let (mime, bytes) = read_raw(req).await?;
-            let (mut body, duplicates) = parse_object(&mime, &bytes, outer)?;
-            if view.is_none() && is_json(&mime) {
-                opts.raw_json = Some(RawJson {
-                    bytes: bytes.clone(),
-                    duplicates,
-                });
+            let (mut body, raw) = parse_with_raw(&mime, &bytes, outer)?;
+            if view.is_none() {
+                opts.raw_json = raw;
             }
             let status = sub.is_some();
             let expected = body["metadata"]["resourceVersion"]
@@ -1546,8 +1543,20 @@ pub(super) async fn read_object(
     r: &Resource,
 ) -> Result<(Value, Option<RawJson>), ApiError> {
     let (mime, bytes) = read_raw(req).await?;
-    let (obj, duplicates) = parse_object(&mime, &bytes, r)?;
-    let raw = is_json(&mime).then_some(RawJson { bytes, duplicates });
+    parse_with_raw(&mime, &bytes, r)
+}
+
+/// An object body for `r`, and the body itself when it is JSON.
+fn parse_with_raw(
+    mime: &str,
+    bytes: &Bytes,
+    r: &Resource,
+) -> Result<(Value, Option<RawJson>), ApiError> {
+    let (obj, duplicates) = parse_object(mime, bytes, r)?;
+    let raw = is_json(mime).then(|| RawJson {
+        bytes: bytes.clone(),
+        duplicates,
+    });
     Ok((obj, raw))
 }
 

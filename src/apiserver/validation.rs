@@ -656,21 +656,30 @@ fn pod_specs_equal(new: &Value, old: &Value, skip_new_node: bool, skip_old_node:
             !skipped
         }
     };
-    let mut a = a.iter().filter(kept(skip_new_node));
-    let mut b = b.iter().filter(kept(skip_old_node));
+    members_equal(
+        a.iter().filter(kept(skip_new_node)),
+        b.iter().filter(kept(skip_old_node)),
+        |k, va, vb| {
+            if k == "containers" || k == "initContainers" {
+                containers_equal_but_image(va, vb)
+            } else {
+                va == vb
+            }
+        },
+    )
+}
+
+/// Whether two objects' members (in key order, as the maps iterate) have the same keys, and
+/// values that `same` finds equal.
+fn members_equal<'a>(
+    mut a: impl Iterator<Item = (&'a String, &'a Value)>,
+    mut b: impl Iterator<Item = (&'a String, &'a Value)>,
+    same: impl Fn(&str, &Value, &Value) -> bool,
+) -> bool {
     loop {
         match (a.next(), b.next()) {
             (None, None) => return true,
-            (Some((ka, va)), Some((kb, vb))) if ka == kb => {
-                let same = if ka == "containers" || ka == "initContainers" {
-                    containers_equal_but_image(va, vb)
-                } else {
-                    va == vb
-                };
-                if !same {
-                    return false;
-                }
-            }
+            (Some((ka, va)), Some((kb, vb))) if ka == kb && same(ka, va, vb) => {}
             _ => return false,
         }
     }
@@ -685,17 +694,11 @@ fn containers_equal_but_image(a: &Value, b: &Value) -> bool {
         && a.iter()
             .zip(b)
             .all(|(x, y)| match (x.as_object(), y.as_object()) {
-                (Some(x), Some(y)) => {
-                    let mut x = x.iter().filter(|(k, _)| k.as_str() != "image");
-                    let mut y = y.iter().filter(|(k, _)| k.as_str() != "image");
-                    loop {
-                        match (x.next(), y.next()) {
-                            (None, None) => return true,
-                            (Some(p), Some(q)) if p == q => {}
-                            _ => return false,
-                        }
-                    }
-                }
+                (Some(x), Some(y)) => members_equal(
+                    x.iter().filter(|(k, _)| k.as_str() != "image"),
+                    y.iter().filter(|(k, _)| k.as_str() != "image"),
+                    |_, p, q| p == q,
+                ),
                 _ => x == y,
             })
 }

@@ -324,7 +324,6 @@ pub(crate) fn process_cpu(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// The last `n` lines of `text`.
 /// Polls `probe` (each try bounded by 3 s) every 100 ms until it succeeds, until `child` exits
 /// early, or until `timeout` passes (the error says the last reason).
 pub(crate) async fn wait_until_ready<F, Fut>(
@@ -355,6 +354,7 @@ where
     }
 }
 
+/// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
