@@ -60,6 +60,7 @@ use super::{
     MachineInfo, Table, TempDir, command_line, fmt_bytes, fmt_ms, fmt_thousands, free_ports,
     load_average, process_cpu, shell_quote, tail, utc_now,
 };
+use crate::apiserver::storage::{EtcdConfig, EtcdStorage, StorageError};
 use crate::cluster::pki::{self, Pki};
 
 /// How long the API server may take to answer `/readyz`.
@@ -404,6 +405,11 @@ impl Checks {
             self.any_incorrect = true;
         }
         self.target(ok, what);
+    }
+
+    /// A measurement that is neither a target nor a check (shown beside them).
+    fn note(&mut self, what: String) {
+        self.lines.push(format!("- (for comparison) {what}"));
     }
 
     fn render(&self) -> String {
@@ -1054,8 +1060,20 @@ impl Op {
     }
 }
 
+/// The path a measurement's requests take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// HTTPS to the API server (what the targets are about).
+    Api,
+    /// Straight to the store, with the API server's own store client ([`EtcdStorage`], one
+    /// gRPC connection) and the same transactions, keys and value sizes: the floor under the
+    /// API server's latency at that concurrency.
+    Store,
+}
+
 /// One measurement: an op on a kind at a concurrency.
 struct Cell {
+    via: Via,
     kind: Kind,
     op: Op,
     clients: usize,
@@ -1096,6 +1114,16 @@ enum Stop {
     After(usize),
 }
 
+impl Stop {
+    /// Whether a client that has issued `sent` requests stops now.
+    fn reached(self, sent: u64) -> bool {
+        match self {
+            Stop::At(t) => Instant::now() >= t,
+            Stop::After(n) => sent >= n as u64,
+        }
+    }
+}
+
 struct WorkerOut {
     lat: Vec<Duration>,
     errors: usize,
@@ -1109,14 +1137,7 @@ async fn worker(mut client: Client, mut job: Job, stop: Stop) -> (Client, Job, W
         first_error: None,
     };
     let mut seq: u64 = 0;
-    loop {
-        let done = match stop {
-            Stop::At(t) => Instant::now() >= t,
-            Stop::After(n) => (seq as usize) >= n,
-        };
-        if done {
-            break;
-        }
+    while !stop.reached(seq) {
         seq += 1;
         let t0 = Instant::now();
         let r = match &job {
@@ -1184,6 +1205,14 @@ async fn single_bench(cluster: &Cluster, opts: &Options) -> anyhow::Result<Vec<C
         Some(n) => Stop::After(n),
         None => Stop::At(Instant::now() + opts.duration),
     };
+    let storage = Arc::new(
+        EtcdStorage::connect(&EtcdConfig {
+            servers: vec![cluster.store.endpoint()],
+            ..Default::default()
+        })
+        .await
+        .context("connecting to the store")?,
+    );
     let mut cells = Vec::new();
     for kind in Kind::ALL {
         let collection = kind.collection(NS_SINGLE);
@@ -1219,10 +1248,8 @@ async fn single_bench(cluster: &Cluster, opts: &Options) -> anyhow::Result<Vec<C
                     kind.name(),
                     opts.describe_duration()
                 ));
-                let mut set = JoinSet::new();
-                let cpu0 = cluster.cpu();
-                let start = Instant::now();
                 let stop = stop();
+                let mut tasks = Vec::new();
                 for (i, slot) in update_jobs.iter_mut().enumerate().take(n) {
                     let client = clients.pop().expect("max_c clients");
                     let job = match op {
@@ -1236,41 +1263,216 @@ async fn single_bench(cluster: &Cluster, opts: &Options) -> anyhow::Result<Vec<C
                         },
                         Op::Update => slot.take().expect("update job present"),
                     };
-                    set.spawn(async move { (i, worker(client, job, stop).await) });
+                    tasks.push(async move {
+                        let (client, job, out) = worker(client, job, stop).await;
+                        ((client, job), out)
+                    });
                 }
-                let mut cell = Cell {
-                    kind,
-                    op,
-                    clients: n,
-                    lat: Vec::new(),
-                    errors: 0,
-                    first_error: None,
-                    elapsed: Duration::ZERO,
-                    cpu: Cpu::default(),
-                };
-                while let Some(r) = set.join_next().await {
-                    let (i, (client, job, out)) = r.context("client task panicked")?;
+                let (cell, back) = measure(cluster, Via::Api, kind, op, tasks).await?;
+                for (i, (client, job)) in back.into_iter().enumerate() {
                     clients.push(client);
                     if let Job::Update { .. } = job {
                         update_jobs[i] = Some(job);
                     }
-                    cell.lat.extend(out.lat);
-                    cell.errors += out.errors;
-                    if cell.first_error.is_none() {
-                        cell.first_error = out.first_error;
-                    }
-                }
-                cell.elapsed = start.elapsed();
-                cell.cpu = cluster.cpu().since(cpu0);
-                cell.lat.sort_unstable();
-                if let Some(e) = &cell.first_error {
-                    eprintln!("[bench]    {} errors, first: {e}", cell.errors);
                 }
                 cells.push(cell);
             }
         }
+        cells.extend(store_cells(cluster, &storage, kind, opts, stop).await?);
     }
     Ok(cells)
+}
+
+/// Runs one measurement: the client tasks `tasks` (not started yet) all at once, until each
+/// stops; returns the cell and what each task handed back, in task order.
+async fn measure<R, F>(
+    cluster: &Cluster,
+    via: Via,
+    kind: Kind,
+    op: Op,
+    tasks: Vec<F>,
+) -> anyhow::Result<(Cell, Vec<R>)>
+where
+    R: Send + 'static,
+    F: Future<Output = (R, WorkerOut)> + Send + 'static,
+{
+    let n = tasks.len();
+    let mut set = JoinSet::new();
+    let cpu0 = cluster.cpu();
+    let start = Instant::now();
+    for (i, t) in tasks.into_iter().enumerate() {
+        set.spawn(async move { (i, t.await) });
+    }
+    let mut cell = Cell {
+        via,
+        kind,
+        op,
+        clients: n,
+        lat: Vec::new(),
+        errors: 0,
+        first_error: None,
+        elapsed: Duration::ZERO,
+        cpu: Cpu::default(),
+    };
+    let mut back = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        let (i, (r, out)) = r.context("client task panicked")?;
+        back.push((i, r));
+        cell.lat.extend(out.lat);
+        cell.errors += out.errors;
+        if cell.first_error.is_none() {
+            cell.first_error = out.first_error;
+        }
+    }
+    cell.elapsed = start.elapsed();
+    cell.cpu = cluster.cpu().since(cpu0);
+    cell.lat.sort_unstable();
+    if let Some(e) = &cell.first_error {
+        eprintln!("[bench]    {} errors, first: {e}", cell.errors);
+    }
+    back.sort_unstable_by_key(|(i, _)| *i);
+    Ok((cell, back.into_iter().map(|(_, r)| r).collect()))
+}
+
+/// Where [`store_cells`] writes: outside `/registry`, so that no watch of the API server sees
+/// these keys (its cache would otherwise decode every write, and its CPU would count).
+const STORE_FLOOR_PREFIX: &str = "/minik-bench";
+
+/// What one client task of [`store_cells`] does.
+enum StoreJob {
+    Get {
+        key: String,
+    },
+    Create {
+        prefix: String,
+        value: Arc<Vec<u8>>,
+    },
+    Update {
+        key: String,
+        value: Arc<Vec<u8>>,
+        revision: i64,
+    },
+}
+
+/// The single-object calls of `kind` straight on the store ([`Via::Store`]), at the same
+/// client counts and for as long: GET is a Range of one key, CREATE and UPDATE the API server's
+/// own guarded transactions (create if absent; put if still at the revision read), each with
+/// the bytes the API server stored for this kind's objects.
+async fn store_cells(
+    cluster: &Cluster,
+    storage: &Arc<EtcdStorage>,
+    kind: Kind,
+    opts: &Options,
+    stop: impl Fn() -> Stop,
+) -> anyhow::Result<Vec<Cell>> {
+    let max_c = *opts.clients.last().unwrap_or(&1);
+    let registry = |name: &str| format!("/registry/{}/{NS_SINGLE}/{name}", kind.plural());
+    let floor = |name: &str| format!("{STORE_FLOOR_PREFIX}/{}/{NS_SINGLE}/{name}", kind.plural());
+    let mut gets = Vec::new();
+    let mut updates = Vec::new();
+    for i in 0..max_c {
+        let get = storage.get(&registry(&format!("get-{i}"))).await?;
+        let key = floor(&format!("get-{i}"));
+        storage.create(&key, get.value.clone()).await?;
+        gets.push((key, Arc::new(get.value)));
+        let upd = storage.get(&registry(&format!("upd-{i}"))).await?;
+        let key = floor(&format!("upd-{i}"));
+        let revision = storage.create(&key, upd.value.clone()).await?;
+        updates.push(Some(StoreJob::Update {
+            key,
+            value: Arc::new(upd.value),
+            revision,
+        }));
+    }
+    let mut cells = Vec::new();
+    for op in Op::ALL {
+        for &n in &opts.clients {
+            progress(&format!(
+                "  {} {} with {n} client(s), straight on the store, {}",
+                op.name(),
+                kind.name(),
+                opts.describe_duration()
+            ));
+            let stop = stop();
+            let mut tasks = Vec::new();
+            for (i, slot) in updates.iter_mut().enumerate().take(n) {
+                let (get_key, value) = &gets[i];
+                let job = match op {
+                    Op::Get => StoreJob::Get {
+                        key: get_key.clone(),
+                    },
+                    Op::Create => StoreJob::Create {
+                        prefix: floor(&format!("c{n}-{i}")),
+                        value: value.clone(),
+                    },
+                    Op::Update => slot.take().expect("update job present"),
+                };
+                let storage = storage.clone();
+                tasks.push(store_worker(storage, job, stop));
+            }
+            let (cell, back) = measure(cluster, Via::Store, kind, op, tasks).await?;
+            for (i, job) in back.into_iter().enumerate() {
+                if let StoreJob::Update { .. } = job {
+                    updates[i] = Some(job);
+                }
+            }
+            cells.push(cell);
+        }
+    }
+    Ok(cells)
+}
+
+/// One client task of [`store_cells`]: requests back to back until `stop`.
+async fn store_worker(
+    storage: Arc<EtcdStorage>,
+    mut job: StoreJob,
+    stop: Stop,
+) -> (StoreJob, WorkerOut) {
+    let mut out = WorkerOut {
+        lat: Vec::with_capacity(4096),
+        errors: 0,
+        first_error: None,
+    };
+    let mut seq: u64 = 0;
+    while !stop.reached(seq) {
+        seq += 1;
+        let t0 = Instant::now();
+        let r = match &mut job {
+            StoreJob::Get { key } => storage.get(key).await.map(drop),
+            StoreJob::Create { prefix, value } => storage
+                .create(&format!("{prefix}-{seq}"), value.to_vec())
+                .await
+                .map(drop),
+            StoreJob::Update {
+                key,
+                value,
+                revision,
+            } => match storage.update(key, *revision, value.to_vec()).await {
+                Ok(r) => {
+                    *revision = r;
+                    Ok(())
+                }
+                Err(e) => {
+                    if let StorageError::Conflict { current, .. } = e {
+                        *revision = current;
+                    }
+                    Err(e)
+                }
+            },
+        };
+        let d = t0.elapsed();
+        match r {
+            Ok(()) => out.lat.push(d),
+            Err(e) => {
+                out.errors += 1;
+                out.first_error.get_or_insert(e.to_string());
+                if matches!(stop, Stop::At(_)) && out.errors > 1000 {
+                    break;
+                }
+            }
+        }
+    }
+    (job, out)
 }
 
 fn single_section(opts: &Options, results: &Results, checks: &mut Checks) -> String {
@@ -1300,8 +1502,9 @@ fn single_section(opts: &Options, results: &Results, checks: &mut Checks) -> Str
                 let mut p99s = Vec::new();
                 for (t, r) in results {
                     let cell = cells_of(r).map(|cs| {
-                        cs.iter()
-                            .find(|c| c.kind == kind && c.op == op && c.clients == n)
+                        cs.iter().find(|c| {
+                            c.via == Via::Api && c.kind == kind && c.op == op && c.clients == n
+                        })
                     });
                     match cell {
                         Ok(Some(c)) if !c.lat.is_empty() => {
@@ -1385,6 +1588,7 @@ fn single_section(opts: &Options, results: &Results, checks: &mut Checks) -> Str
             checks.correctness(false, format!("{}: single-object section: {e}", t.name()));
         }
     }
+    let floor = store_table(opts, results, checks, &mut notes);
     let cm = fmt_bytes(configmap_manifest(NS_SINGLE).to_string().len() as u64);
     let pod = fmt_bytes(pod_manifest(NS_SINGLE).to_string().len() as u64);
     let mut s = format!(
@@ -1395,10 +1599,20 @@ fn single_section(opts: &Options, results: &Results, checks: &mut Checks) -> Str
          defaults, the service-account volume and the status); UPDATE PUTs the client's own \
          object as last returned by the server with one annotation changed.\n\n{}\n\
          CPU per request in µs (API server / store / this client), from /proc/PID/stat over \
-         each measurement (10 ms ticks):\n\n{}",
+         each measurement (10 ms ticks):\n\n{}\n\
+         The same calls straight on the store, without the API server: this process uses the \
+         API server's own store client (one gRPC connection) with as many tasks as clients \
+         above, each issuing the API server's request for the call back to back — GET a Range \
+         of one key, CREATE a transaction that puts a new key if absent, UPDATE one that puts \
+         the task's key if it is still at the revision last written — with the bytes the API \
+         server stored for these objects, on keys under `{STORE_FLOOR_PREFIX}/` (outside \
+         `/registry`, so no watch of the API server sees them). A call through the API server \
+         includes one of these (UPDATE: in the API server, after the object was read from its \
+         watch cache), so at the same concurrency its latency cannot be lower.\n\n{}",
         opts.describe_duration(),
         lat.render(),
-        cpu.render()
+        cpu.render(),
+        floor
     );
     if !notes.is_empty() {
         s.push('\n');
@@ -1407,6 +1621,103 @@ fn single_section(opts: &Options, results: &Results, checks: &mut Checks) -> Str
         }
     }
     s
+}
+
+/// The [`Via::Store`] cells as a table (latency, throughput, CPU of the store and this
+/// process), with a line per store in the Targets at the largest client count.
+fn store_table(
+    opts: &Options,
+    results: &Results,
+    checks: &mut Checks,
+    notes: &mut Vec<String>,
+) -> String {
+    let mut headers = vec!["store call".to_string(), "clients".to_string()];
+    for (t, _) in results {
+        for m in ["p50", "p99", "max", "req/s", "CPU µs store / client"] {
+            headers.push(format!("{} {m}", t.name()));
+        }
+    }
+    let mut table = Table::new(headers);
+    let top = *opts.clients.last().unwrap_or(&1);
+    for kind in Kind::ALL {
+        for op in Op::ALL {
+            for &n in &opts.clients {
+                let label = format!("{} {}", op.name(), kind.name());
+                let mut row = vec![label.clone(), n.to_string()];
+                for (t, r) in results {
+                    let cell = single_of(r).map(|cs| {
+                        cs.iter().find(|c| {
+                            c.via == Via::Store && c.kind == kind && c.op == op && c.clients == n
+                        })
+                    });
+                    match cell {
+                        Ok(Some(c)) if !c.lat.is_empty() => {
+                            let p99 = percentile(&c.lat, 99.0);
+                            row.push(fmt_ms(percentile(&c.lat, 50.0)));
+                            row.push(fmt_ms(p99));
+                            row.push(fmt_ms(*c.lat.last().unwrap_or(&Duration::ZERO)));
+                            row.push(fmt_thousands(c.rate().round() as u64));
+                            let per = |d: Duration| {
+                                d.as_secs_f64() * 1e6 / (c.lat.len() + c.errors).max(1) as f64
+                            };
+                            row.push(format!(
+                                "{:.0} / {:.0}",
+                                per(c.cpu.store),
+                                per(c.cpu.client)
+                            ));
+                            if n == top {
+                                checks.note(format!(
+                                    "{}: {label} straight on the store (no API server) p99 at {n} \
+                                     clients = {}",
+                                    t.name(),
+                                    fmt_ms(p99)
+                                ));
+                            }
+                            if c.errors > 0 {
+                                notes.push(format!(
+                                    "{}: store {label} at {n} clients: {} failed requests, \
+                                     first: {}",
+                                    t.name(),
+                                    c.errors,
+                                    c.first_error.as_deref().unwrap_or("?")
+                                ));
+                                checks.correctness(
+                                    false,
+                                    format!(
+                                        "{}: store {label} at {n} clients: {} of {} requests \
+                                         failed",
+                                        t.name(),
+                                        c.errors,
+                                        c.errors + c.lat.len()
+                                    ),
+                                );
+                            }
+                        }
+                        Ok(c) => {
+                            row.extend(std::iter::repeat_n("—".to_string(), 5));
+                            if let Some(c) = c {
+                                checks.correctness(
+                                    false,
+                                    format!(
+                                        "{}: store {label} at {n} clients: no request succeeded \
+                                         ({})",
+                                        t.name(),
+                                        c.first_error.as_deref().unwrap_or("?")
+                                    ),
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            row.push(e.clone());
+                            row.extend(std::iter::repeat_n(String::new(), 4));
+                        }
+                    }
+                }
+                table.row(row);
+            }
+        }
+    }
+    table.render()
 }
 
 // ---------------------------------------------------------------------------------------------
