@@ -143,14 +143,24 @@ pub fn delete(a: DeleteArgs) -> anyhow::Result<ExitCode> {
     for p in profiles {
         stop(&p)?;
         pods(&p, true);
-        kubeconfig::remove(&target, &p.context_name())?;
+        let had_context = kubeconfig::remove(&target, &p.context_name())?;
         std::fs::remove_dir_all(&p.dir).with_context(|| format!("removing {}", p.dir.display()))?;
-        println!(
-            "* Deleted profile {:?} (processes, {} and the kubeconfig context {:?})",
-            p.name,
-            p.dir.display(),
-            p.context_name()
-        );
+        if had_context {
+            println!(
+                "* Deleted profile {:?} (processes, {} and the kubeconfig context {:?})",
+                p.name,
+                p.dir.display(),
+                p.context_name()
+            );
+        } else {
+            println!(
+                "* Deleted profile {:?} (processes and {}; {} had no context {:?})",
+                p.name,
+                p.dir.display(),
+                target.display(),
+                p.context_name()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

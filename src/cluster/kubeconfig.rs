@@ -129,19 +129,29 @@ pub fn merge(target: &Path, source: &Path, context: &str) -> anyhow::Result<()> 
 
 /// Removes the cluster, user and context named `context` from the kubeconfig at `target`; when
 /// it was the current context, none is current afterwards (as `kind delete cluster` leaves it).
-/// A missing file is fine.
-pub fn remove(target: &Path, context: &str) -> anyhow::Result<()> {
+/// A missing file is fine. Returns whether the context was there.
+pub fn remove(target: &Path, context: &str) -> anyhow::Result<bool> {
     if !target.exists() {
-        return Ok(());
+        return Ok(false);
     }
     let mut cfg = load(target)?;
+    let (mut changed, mut had_context) = (false, false);
     for key in ["clusters", "users", "contexts"] {
-        list(&mut cfg, key).retain(|v| v.get("name").and_then(Value::as_str) != Some(context));
+        let entries = list(&mut cfg, key);
+        let before = entries.len();
+        entries.retain(|v| v.get("name").and_then(Value::as_str) != Some(context));
+        changed |= entries.len() != before;
+        had_context |= key == "contexts" && entries.len() != before;
     }
     if cfg.get("current-context").and_then(Value::as_str) == Some(context) {
         cfg.insert("current-context".into(), "".into());
+        changed = true;
     }
-    save(target, &cfg)
+    // Nothing of this profile's there (a `--no-kubeconfig` cluster): the file stays as it is.
+    if changed {
+        save(target, &cfg)?;
+    }
+    Ok(had_context)
 }
 
 /// Whether the kubeconfig at `target` has a context named `context`.
@@ -184,13 +194,19 @@ mod tests {
             Value::from("https://127.0.0.1:6443")
         );
         assert!(has_context(&target, "minik-lab"));
-        remove(&target, "minik-lab").unwrap();
+        assert!(remove(&target, "minik-lab").unwrap());
         let cfg = load(&target).unwrap();
         assert_eq!(cfg["current-context"], Value::from(""));
         for key in ["clusters", "users", "contexts"] {
             assert_eq!(cfg[key].as_sequence().unwrap().len(), 1, "{key}");
         }
         assert!(!has_context(&target, "minik-lab"));
+        // A profile that never had a context there (`--no-kubeconfig`): nothing removed, the
+        // file untouched.
+        let before = std::fs::read(&target).unwrap();
+        assert!(!remove(&target, "minik-other").unwrap());
+        assert_eq!(std::fs::read(&target).unwrap(), before);
+        assert!(!remove(&dir.path().join("missing"), "minik-lab").unwrap());
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&target).unwrap().permissions(),
         );
