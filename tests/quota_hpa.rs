@@ -220,6 +220,30 @@ fn resource_quotas_are_enforced_and_counted() {
     );
     let pods = lab.kubectl_ok(ctx, &["get", "pods", "-n", "q3", "-o", "name"]);
     assert_eq!(pods.lines().count(), 2, "{pods}");
+    // The job controller words it as the replica set's does: the API's message, not the client
+    // library's error.
+    lab.kubectl_ok(
+        ctx,
+        &["create", "job", "batch", "-n", "q3", "--image=busybox"],
+    );
+    lab.wait_for("the job's FailedCreate event", WAIT, || {
+        let events = lab.kubectl_ok(
+            ctx,
+            &[
+                "get",
+                "events",
+                "-n",
+                "q3",
+                "--field-selector",
+                "involvedObject.kind=Job,reason=FailedCreate",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+        );
+        events.starts_with("Error creating: pods \"batch-")
+            && events.contains("is forbidden: exceeded quota: two-pods")
+            && !events.contains("ApiError")
+    });
 
     // Compute resources: a limits quota wants every container to state its limits.
     lab.kubectl_ok(ctx, &["create", "namespace", "q2"]);

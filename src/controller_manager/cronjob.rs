@@ -521,8 +521,11 @@ impl CronJobController {
                 j
             }
             Err(e) => {
-                self.events
-                    .warning(me, "FailedCreate", format!("Error creating job: {e}"));
+                self.events.warning(
+                    me,
+                    "FailedCreate",
+                    format!("Error creating job: {}", util::error_message(&e)),
+                );
                 return Err(e.into());
             }
         };
@@ -607,7 +610,7 @@ impl CronJobController {
                 self.events.warning(
                     util::object_ref(cj),
                     "FailedDelete",
-                    format!("Deleted job: {e}"),
+                    format!("Deleted job: {}", util::error_message(&e)),
                 );
                 return false;
             }

@@ -880,7 +880,7 @@ impl DaemonSetController {
                         self.events.warning(
                             util::object_ref(ds),
                             "FailedCreate",
-                            format!("Error creating: {e}"),
+                            format!("Error creating: {}", util::error_message(&e)),
                         );
                         first_err.get_or_insert(e.into());
                     }
@@ -913,7 +913,7 @@ impl DaemonSetController {
                     self.events.warning(
                         util::object_ref(ds),
                         "FailedDelete",
-                        format!("Error deleting: {e}"),
+                        format!("Error deleting: {}", util::error_message(&e)),
                     );
                     first_err.get_or_insert(e.into());
                 }

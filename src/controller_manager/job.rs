@@ -530,7 +530,7 @@ impl JobController {
                             self.events.warning(
                                 util::object_ref(job),
                                 "FailedCreate",
-                                format!("Error creating: {e}"),
+                                format!("Error creating: {}", util::error_message(&e)),
                             );
                             first_err.get_or_insert(e);
                         }
@@ -579,7 +579,7 @@ impl JobController {
                     self.events.warning(
                         util::object_ref(job),
                         "FailedDelete",
-                        format!("Error deleting: {e}"),
+                        format!("Error deleting: {}", util::error_message(&e)),
                     );
                     first_err.get_or_insert(e.into());
                 }

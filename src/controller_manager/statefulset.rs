@@ -585,8 +585,9 @@ impl StatefulSetController {
                     util::object_ref(set),
                     "FailedCreate",
                     format!(
-                        "create Pod {pname} in StatefulSet {} failed error: {e}",
-                        set.name_any()
+                        "create Pod {pname} in StatefulSet {} failed error: {}",
+                        set.name_any(),
+                        util::error_message(&e)
                     ),
                 );
                 Err(e.into())
@@ -619,8 +620,9 @@ impl StatefulSetController {
                     util::object_ref(set),
                     "FailedDelete",
                     format!(
-                        "delete Pod {pname} in StatefulSet {} failed error: {e}",
-                        set.name_any()
+                        "delete Pod {pname} in StatefulSet {} failed error: {}",
+                        set.name_any(),
+                        util::error_message(&e)
                     ),
                 );
                 Err(e.into())
@@ -747,8 +749,9 @@ impl StatefulSetController {
                         util::object_ref(set),
                         "FailedCreate",
                         format!(
-                            "create Claim {cname} for Pod {pod_name} in StatefulSet {} failed error: {e}",
-                            set.name_any()
+                            "create Claim {cname} for Pod {pod_name} in StatefulSet {} failed error: {}",
+                            set.name_any(),
+                            util::error_message(&e)
                         ),
                     );
                     return Err(e.into());
