@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::scheduler::quantity::{self, Format, Quantity};
+use crate::component_base::quantity::{self, Format, Quantity};
 
 const NANO: i128 = 1_000_000_000;
 
@@ -291,21 +291,35 @@ fn pod_usage(pod: &Value, now: i64) -> ResourceList {
     if !pod_is_charged(pod, now) {
         return out;
     }
-    let mut requests = ResourceList::new();
-    let mut limits = ResourceList::new();
-    for c in containers(pod, "containers") {
-        requests = add(&requests, &parse_list(&c["resources"]["requests"]));
-        limits = add(&limits, &parse_list(&c["resources"]["limits"]));
-    }
-    // Init containers run one at a time before the others: the largest counts.
-    for c in containers(pod, "initContainers") {
-        requests = max(&requests, &parse_list(&c["resources"]["requests"]));
-        limits = max(&limits, &parse_list(&c["resources"]["limits"]));
-    }
     let overhead = parse_list(&pod["spec"]["overhead"]);
-    requests = add(&requests, &overhead);
-    limits = add(&limits, &overhead);
+    let requests = add(&pod_resources(pod, "requests"), &overhead);
+    let limits = add(&pod_resources(pod, "limits"), &overhead);
     add(&out, &compute_usage(&requests, &limits))
+}
+
+/// A pod's effective `requests` or `limits` (component-helpers' `PodRequests` / `PodLimits`,
+/// as the scheduler's `pod_requests`): the containers' sum; init containers run one at a time
+/// before them, each beside the sidecars (`restartPolicy: Always` init containers) started so
+/// far, which keep running and so add to the sum; the larger of the two counts.
+fn pod_resources(pod: &Value, which: &str) -> ResourceList {
+    let mut total = ResourceList::new();
+    for c in containers(pod, "containers") {
+        total = add(&total, &parse_list(&c["resources"][which]));
+    }
+    let mut sidecars = ResourceList::new();
+    let mut init_max = ResourceList::new();
+    for c in containers(pod, "initContainers") {
+        let own = parse_list(&c["resources"][which]);
+        let running = if c["restartPolicy"] == "Always" {
+            total = add(&total, &own);
+            sidecars = add(&sidecars, &own);
+            sidecars.clone()
+        } else {
+            add(&own, &sidecars)
+        };
+        init_max = max(&init_max, &running);
+    }
+    max(&total, &init_max)
 }
 
 /// A pod's (or one container's) compute usage from its requests and limits
@@ -568,6 +582,25 @@ mod tests {
                 ("requests.memory", "128Mi".into()),
             ]
         );
+    }
+
+    #[test]
+    fn pod_usage_counts_sidecars_beside_the_containers() {
+        // A sidecar (restartable init container) keeps running: it adds to the containers and
+        // to every init container that starts after it (the real PodRequests / PodLimits).
+        let mut p = pod(json!([
+            {"name": "app", "resources": {"requests": {"cpu": "200m"}, "limits": {"cpu": "1"}}},
+        ]));
+        p["spec"]["initContainers"] = json!([
+            {"name": "log", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "100m"}}},
+            {"name": "migrate", "resources": {"requests": {"cpu": "500m"}}},
+        ]);
+        let u = usage("", "pods", &p, 0);
+        assert_eq!(u["requests.cpu"].to_string(), "600m"); // migrate 500m + the sidecar's 100m
+        assert_eq!(u["limits.cpu"].to_string(), "1100m"); // app 1 + the sidecar's 100m
+        p["spec"]["initContainers"][1]["resources"]["requests"]["cpu"] = json!("100m");
+        let u = usage("", "pods", &p, 0);
+        assert_eq!(u["requests.cpu"].to_string(), "300m"); // app 200m + the sidecar's 100m
     }
 
     #[test]

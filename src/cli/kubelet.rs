@@ -119,7 +119,7 @@ pub fn run(a: KubeletArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let capacity = pairs(&a.capacity, "capacity")?;
     for (k, v) in &capacity {
-        if crate::scheduler::quantity::Quantity::parse(v).is_err() {
+        if crate::component_base::quantity::Quantity::parse(v).is_err() {
             bail!("invalid capacity {k}={v}: {v:?} is not a quantity");
         }
     }

@@ -39,7 +39,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KQuantity;
 
-use crate::scheduler::quantity::Quantity;
+use crate::component_base::quantity::Quantity;
 
 /// Why an object could not be read from the API (other than "not found", which is `Ok(None)`).
 #[derive(Debug, Clone, PartialEq, Eq)]

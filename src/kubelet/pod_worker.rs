@@ -35,7 +35,7 @@ use super::prober::{self, ContainerProbes, DockerProbeRunner, HandlerTarget};
 use super::runtime::{ContainerConfig, ContainerInfo, Kind, PodRef, Runtime, State};
 use super::status::{self, Waiting};
 use super::volumes::{PodVolumes, VolumeManager};
-use crate::scheduler::quantity;
+use crate::component_base::quantity;
 
 /// The first restart delay, doubled per crash up to [`MAX_BACKOFF`].
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);

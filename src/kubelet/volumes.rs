@@ -59,7 +59,7 @@ use super::env::{
     ApiSource, ContainerEnv, KubeSource, container_resource_value, defaulted_container, expand,
     metadata_field_value,
 };
-use crate::scheduler::quantity::Quantity;
+use crate::component_base::quantity::Quantity;
 
 /// The default file mode of configMap, secret, downwardAPI and projected files.
 pub const DEFAULT_MODE: u32 = 0o644;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::explain::{Explanation, FilterVerdict, NodeExplanation, PluginScore};
 use super::helpers::{Labels, NO_LABELS};
-use super::quantity;
+use crate::component_base::quantity;
 
 /// Highest score a plugin may give a node after normalization.
 pub const MAX_NODE_SCORE: i64 = 100;

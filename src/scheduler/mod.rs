@@ -28,7 +28,6 @@ pub mod framework;
 pub mod helpers;
 pub mod plugins;
 pub mod preemption;
-pub mod quantity;
 pub mod queue;
 pub mod run;
 
