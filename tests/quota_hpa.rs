@@ -38,6 +38,23 @@ fn used(lab: &Lab, ctx: &str, ns: &str, quota: &str, resource: &str) -> String {
         .to_string()
 }
 
+/// The messages of the events in `ns` that `selector` (a field selector) picks.
+fn messages(lab: &Lab, ctx: &str, ns: &str, selector: &str) -> String {
+    lab.kubectl_ok(
+        ctx,
+        &[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            selector,
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+    )
+}
+
 fn stderr_of(lab: &Lab, ctx: &str, args: &[&str]) -> String {
     let out = lab.kubectl(ctx, args);
     assert!(!out.status.success(), "{args:?} should fail");
@@ -200,17 +217,7 @@ fn resource_quotas_are_enforced_and_counted() {
                 })
             })
     });
-    let events = lab.kubectl_ok(
-        ctx,
-        &[
-            "get",
-            "events",
-            "-n",
-            "q3",
-            "--field-selector",
-            "reason=FailedCreate",
-        ],
-    );
+    let events = messages(&lab, ctx, "q3", "reason=FailedCreate");
     assert!(
         events.contains("Error creating: pods \"web-")
             && events.contains(
@@ -227,18 +234,11 @@ fn resource_quotas_are_enforced_and_counted() {
         &["create", "job", "batch", "-n", "q3", "--image=busybox"],
     );
     lab.wait_for("the job's FailedCreate event", WAIT, || {
-        let events = lab.kubectl_ok(
+        let events = messages(
+            &lab,
             ctx,
-            &[
-                "get",
-                "events",
-                "-n",
-                "q3",
-                "--field-selector",
-                "involvedObject.kind=Job,reason=FailedCreate",
-                "-o",
-                "jsonpath={.items[*].message}",
-            ],
+            "q3",
+            "involvedObject.kind=Job,reason=FailedCreate",
         );
         events.starts_with("Error creating: pods \"batch-")
             && events.contains("is forbidden: exceeded quota: two-pods")

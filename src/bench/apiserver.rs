@@ -1130,12 +1130,18 @@ struct WorkerOut {
     first_error: Option<String>,
 }
 
+impl WorkerOut {
+    fn new() -> WorkerOut {
+        WorkerOut {
+            lat: Vec::with_capacity(4096),
+            errors: 0,
+            first_error: None,
+        }
+    }
+}
+
 async fn worker(mut client: Client, mut job: Job, stop: Stop) -> (Client, Job, WorkerOut) {
-    let mut out = WorkerOut {
-        lat: Vec::with_capacity(4096),
-        errors: 0,
-        first_error: None,
-    };
+    let mut out = WorkerOut::new();
     let mut seq: u64 = 0;
     while !stop.reached(seq) {
         seq += 1;
@@ -1240,17 +1246,16 @@ async fn single_bench(cluster: &Cluster, opts: &Options) -> anyhow::Result<Vec<C
                 rv: resource_version(&created)?,
             }));
         }
-        for op in Op::ALL {
-            for &n in &opts.clients {
-                progress(&format!(
-                    "  {} {} with {n} client(s), {}",
-                    op.name(),
-                    kind.name(),
-                    opts.describe_duration()
-                ));
-                let stop = stop();
-                let mut tasks = Vec::new();
-                for (i, slot) in update_jobs.iter_mut().enumerate().take(n) {
+        let mut state = (std::mem::take(&mut clients), update_jobs);
+        cells.extend(
+            measure_ops(
+                cluster,
+                opts,
+                Via::Api,
+                kind,
+                &stop,
+                &mut state,
+                |(clients, update_jobs), op, n, i, stop| {
                     let client = clients.pop().expect("max_c clients");
                     let job = match op {
                         Op::Get => Job::Get {
@@ -1261,24 +1266,67 @@ async fn single_bench(cluster: &Cluster, opts: &Options) -> anyhow::Result<Vec<C
                             template: create.clone(),
                             prefix: format!("c{n}-{i}"),
                         },
-                        Op::Update => slot.take().expect("update job present"),
+                        Op::Update => update_jobs[i].take().expect("update job present"),
                     };
-                    tasks.push(async move {
+                    async move {
                         let (client, job, out) = worker(client, job, stop).await;
                         ((client, job), out)
-                    });
-                }
-                let (cell, back) = measure(cluster, Via::Api, kind, op, tasks).await?;
-                for (i, (client, job)) in back.into_iter().enumerate() {
+                    }
+                },
+                |(clients, update_jobs), i, (client, job)| {
                     clients.push(client);
                     if let Job::Update { .. } = job {
                         update_jobs[i] = Some(job);
                     }
-                }
-                cells.push(cell);
-            }
-        }
+                },
+            )
+            .await?,
+        );
+        clients = state.0;
         cells.extend(store_cells(cluster, &storage, kind, opts, stop).await?);
+    }
+    Ok(cells)
+}
+
+/// Every op at every client count, for one kind along one path: `start(state, op, n, i,
+/// stop)` makes client `i`'s task of a measurement with `n` clients, `done(state, i, r)` takes
+/// back what that task handed back when it ended.
+#[allow(clippy::too_many_arguments)]
+async fn measure_ops<S, R, F>(
+    cluster: &Cluster,
+    opts: &Options,
+    via: Via,
+    kind: Kind,
+    stop: &impl Fn() -> Stop,
+    state: &mut S,
+    mut start: impl FnMut(&mut S, Op, usize, usize, Stop) -> F,
+    mut done: impl FnMut(&mut S, usize, R),
+) -> anyhow::Result<Vec<Cell>>
+where
+    R: Send + 'static,
+    F: Future<Output = (R, WorkerOut)> + Send + 'static,
+{
+    let mut cells = Vec::new();
+    for op in Op::ALL {
+        for &n in &opts.clients {
+            let path = match via {
+                Via::Api => "",
+                Via::Store => ", straight on the store",
+            };
+            progress(&format!(
+                "  {} {} with {n} client(s){path}, {}",
+                op.name(),
+                kind.name(),
+                opts.describe_duration()
+            ));
+            let stop = stop();
+            let tasks = (0..n).map(|i| start(state, op, n, i, stop)).collect();
+            let (cell, back) = measure(cluster, via, kind, op, tasks).await?;
+            for (i, r) in back.into_iter().enumerate() {
+                done(state, i, r);
+            }
+            cells.push(cell);
+        }
     }
     Ok(cells)
 }
@@ -1384,42 +1432,34 @@ async fn store_cells(
             revision,
         }));
     }
-    let mut cells = Vec::new();
-    for op in Op::ALL {
-        for &n in &opts.clients {
-            progress(&format!(
-                "  {} {} with {n} client(s), straight on the store, {}",
-                op.name(),
-                kind.name(),
-                opts.describe_duration()
-            ));
-            let stop = stop();
-            let mut tasks = Vec::new();
-            for (i, slot) in updates.iter_mut().enumerate().take(n) {
-                let (get_key, value) = &gets[i];
-                let job = match op {
-                    Op::Get => StoreJob::Get {
-                        key: get_key.clone(),
-                    },
-                    Op::Create => StoreJob::Create {
-                        prefix: floor(&format!("c{n}-{i}")),
-                        value: value.clone(),
-                    },
-                    Op::Update => slot.take().expect("update job present"),
-                };
-                let storage = storage.clone();
-                tasks.push(store_worker(storage, job, stop));
+    measure_ops(
+        cluster,
+        opts,
+        Via::Store,
+        kind,
+        &stop,
+        &mut updates,
+        |updates, op, n, i, stop| {
+            let (get_key, value) = &gets[i];
+            let job = match op {
+                Op::Get => StoreJob::Get {
+                    key: get_key.clone(),
+                },
+                Op::Create => StoreJob::Create {
+                    prefix: floor(&format!("c{n}-{i}")),
+                    value: value.clone(),
+                },
+                Op::Update => updates[i].take().expect("update job present"),
+            };
+            store_worker(storage.clone(), job, stop)
+        },
+        |updates, i, job| {
+            if let StoreJob::Update { .. } = job {
+                updates[i] = Some(job);
             }
-            let (cell, back) = measure(cluster, Via::Store, kind, op, tasks).await?;
-            for (i, job) in back.into_iter().enumerate() {
-                if let StoreJob::Update { .. } = job {
-                    updates[i] = Some(job);
-                }
-            }
-            cells.push(cell);
-        }
-    }
-    Ok(cells)
+        },
+    )
+    .await
 }
 
 /// One client task of [`store_cells`]: requests back to back until `stop`.
@@ -1428,11 +1468,7 @@ async fn store_worker(
     mut job: StoreJob,
     stop: Stop,
 ) -> (StoreJob, WorkerOut) {
-    let mut out = WorkerOut {
-        lat: Vec::with_capacity(4096),
-        errors: 0,
-        first_error: None,
-    };
+    let mut out = WorkerOut::new();
     let mut seq: u64 = 0;
     while !stop.reached(seq) {
         seq += 1;
