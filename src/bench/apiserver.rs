@@ -16,7 +16,9 @@
 //! 1. single-object GET / CREATE / UPDATE (PUT) of a ConfigMap (~1 KiB) and a Pod (~2 KiB as
 //!    sent, ~4 KiB with the server's defaults) at 1, 10 and 100 concurrent clients, each client
 //!    issuing requests back to back: p50/p99/max, throughput, and CPU per request of the API
-//!    server, the store and this client (from `/proc/<pid>/stat`);
+//!    server, the store and this client (from `/proc/<pid>/stat`); then the same calls straight
+//!    on the store, with the API server's own store client and transactions (the floor under
+//!    each row: a call through the API server contains one of these);
 //! 2. LIST of 10,000 pods as JSON and as a Table (`Accept:
 //!    application/json;as=Table;v=v1;g=meta.k8s.io`, what kubectl asks for), whole and paged
 //!    with `limit=500` as kubectl pages: time to the full result, median of several runs;
