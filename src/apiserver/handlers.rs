@@ -1575,41 +1575,39 @@ fn parse_object(mime: &str, body: &Bytes, r: &Resource) -> Result<(Value, bool),
         ))
     };
     let excerpt = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
-    match mime {
-        "application/json" | "" | "*/*" => gojson::parse_noting_duplicates(body).map_err(|e| {
-            let why = if e.is_eof() {
-                "unexpected end of JSON input".to_string()
-            } else {
-                e.to_string()
-            };
+    // Only the JSON parse notes keys given twice.
+    let parsed = match mime {
+        "application/json" | "" | "*/*" => {
+            return gojson::parse_noting_duplicates(body).map_err(|e| {
+                let why = if e.is_eof() {
+                    "unexpected end of JSON input".to_string()
+                } else {
+                    e.to_string()
+                };
+                unrecognized(format!(
+                    "couldn't get version/kind; json parse error: {why} ({})",
+                    excerpt(body)
+                ))
+            });
+        }
+        "application/yaml" => serde_yaml::from_slice(body).map_err(|e| {
+            let text = e.to_string();
+            let msg = text.split(" at line ").next().unwrap_or(&text).to_string();
+            let line = e.location().map_or(0, |l| l.line());
             unrecognized(format!(
-                "couldn't get version/kind; json parse error: {why} ({})",
-                excerpt(body)
+                "error converting YAML to JSON: yaml: line {line}: {msg}"
             ))
         }),
-        "application/yaml" => serde_yaml::from_slice(body)
-            .map(|v| (v, false))
-            .map_err(|e| {
-                let text = e.to_string();
-                let msg = text.split(" at line ").next().unwrap_or(&text).to_string();
-                let line = e.location().map_or(0, |l| l.line());
-                unrecognized(format!(
-                    "error converting YAML to JSON: yaml: line {line}: {msg}"
-                ))
-            }),
-        "application/vnd.kubernetes.protobuf" => {
-            if super::protobuf::type_meta(body).is_ok() {
-                return parse_body(mime, body).map(|v| (v, false));
-            }
-            super::protobuf::decode(body)
-                .map(|v| (v, false))
-                .map_err(|e| {
-                    let hex: String = body.iter().take(32).map(|b| format!("{b:02x}")).collect();
-                    unrecognized(format!("{e} ({hex})"))
-                })
+        "application/vnd.kubernetes.protobuf" if super::protobuf::type_meta(body).is_ok() => {
+            parse_body(mime, body)
         }
+        "application/vnd.kubernetes.protobuf" => super::protobuf::decode(body).map_err(|e| {
+            let hex: String = body.iter().take(32).map(|b| format!("{b:02x}")).collect();
+            unrecognized(format!("{e} ({hex})"))
+        }),
         other => Err(ApiError::unsupported_media_type(other)),
-    }
+    };
+    parsed.map(|v| (v, false))
 }
 
 pub(super) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {

@@ -601,7 +601,7 @@ impl Cpu {
 
     /// `api / store / client` per unit of work, in µs.
     fn per(&self, n: usize) -> String {
-        let us = |d: Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        let us = |d| micros_per(d, n);
         format!(
             "{:.0} / {:.0} / {:.0}",
             us(self.api),
@@ -609,6 +609,17 @@ impl Cpu {
             us(self.client)
         )
     }
+
+    /// `store / client` per unit of work, in µs (the API server took no part).
+    fn per_without_api(&self, n: usize) -> String {
+        let us = |d| micros_per(d, n);
+        format!("{:.0} / {:.0}", us(self.store), us(self.client))
+    }
+}
+
+/// `d` divided over `n` units of work, in µs.
+fn micros_per(d: Duration, n: usize) -> f64 {
+    d.as_secs_f64() * 1e6 / n.max(1) as f64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1091,6 +1102,70 @@ impl Cell {
     fn rate(&self) -> f64 {
         self.lat.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    fn p99(&self) -> Duration {
+        percentile(&self.lat, 99.0)
+    }
+
+    /// p50, p99, max and req/s as table cells.
+    fn latency_cells(&self) -> [String; 4] {
+        [
+            fmt_ms(percentile(&self.lat, 50.0)),
+            fmt_ms(self.p99()),
+            fmt_ms(*self.lat.last().unwrap_or(&Duration::ZERO)),
+            fmt_thousands(self.rate().round() as u64),
+        ]
+    }
+
+    /// Requests sent, failed ones included.
+    fn requests(&self) -> usize {
+        self.lat.len() + self.errors
+    }
+
+    /// Failed requests as a note and a failed correctness check (`label` names the call).
+    fn report_failures(
+        &self,
+        store: &str,
+        label: &str,
+        checks: &mut Checks,
+        notes: &mut Vec<String>,
+    ) {
+        let n = self.clients;
+        let first = self.first_error.as_deref().unwrap_or("?");
+        if self.lat.is_empty() {
+            checks.correctness(
+                false,
+                format!("{store}: {label} at {n} clients: no request succeeded ({first})"),
+            );
+        } else if self.errors > 0 {
+            notes.push(format!(
+                "{store}: {label} at {n} clients: {} failed requests, first: {first}",
+                self.errors
+            ));
+            checks.correctness(
+                false,
+                format!(
+                    "{store}: {label} at {n} clients: {} of {} requests failed",
+                    self.errors,
+                    self.requests()
+                ),
+            );
+        }
+    }
+}
+
+/// The cell of `via`, `kind`, `op` at `n` clients in one store's results.
+fn find_cell(
+    r: &Result<Outcome, String>,
+    via: Via,
+    kind: Kind,
+    op: Op,
+    n: usize,
+) -> Result<Option<&Cell>, String> {
+    single_of(r).map(|cs| {
+        cs.iter()
+            .find(|c| c.via == via && c.kind == kind && c.op == op && c.clients == n)
+    })
 }
 
 /// What one client task does, and its state between measurements.
@@ -1514,7 +1589,6 @@ async fn store_worker(
 }
 
 fn single_section(opts: &Options, results: &Results, checks: &mut Checks) -> String {
-    let cells_of = single_of;
     let mut headers = vec!["call".to_string(), "clients".to_string()];
     for (t, _) in results {
         for m in ["p50", "p99", "max", "req/s"] {
@@ -1539,28 +1613,12 @@ fn single_section(opts: &Options, results: &Results, checks: &mut Checks) -> Str
                 let mut crow = vec![label.clone(), n.to_string()];
                 let mut p99s = Vec::new();
                 for (t, r) in results {
-                    let cell = cells_of(r).map(|cs| {
-                        cs.iter().find(|c| {
-                            c.via == Via::Api && c.kind == kind && c.op == op && c.clients == n
-                        })
-                    });
-                    match cell {
+                    match find_cell(r, Via::Api, kind, op, n) {
                         Ok(Some(c)) if !c.lat.is_empty() => {
-                            let p99 = percentile(&c.lat, 99.0);
+                            let p99 = c.p99();
                             p99s.push(p99.as_secs_f64());
-                            row.push(fmt_ms(percentile(&c.lat, 50.0)));
-                            row.push(fmt_ms(p99));
-                            row.push(fmt_ms(*c.lat.last().unwrap_or(&Duration::ZERO)));
-                            row.push(fmt_thousands(c.rate().round() as u64));
-                            crow.push(c.cpu.per(c.lat.len() + c.errors));
-                            if c.errors > 0 {
-                                notes.push(format!(
-                                    "{}: {label} at {n} clients: {} failed requests, first: {}",
-                                    t.name(),
-                                    c.errors,
-                                    c.first_error.as_deref().unwrap_or("?")
-                                ));
-                            }
+                            row.extend(c.latency_cells());
+                            crow.push(c.cpu.per(c.requests()));
                             if n == *opts.clients.last().unwrap_or(&1) {
                                 let scale = if n == TARGET_CLIENTS {
                                     String::new()
@@ -1577,30 +1635,13 @@ fn single_section(opts: &Options, results: &Results, checks: &mut Checks) -> Str
                                     ),
                                 );
                             }
-                            if c.errors > 0 {
-                                checks.correctness(
-                                    false,
-                                    format!(
-                                        "{}: {label} at {n} clients: {} of {} requests failed",
-                                        t.name(),
-                                        c.errors,
-                                        c.errors + c.lat.len()
-                                    ),
-                                );
-                            }
+                            c.report_failures(t.name(), &label, checks, &mut notes);
                         }
-                        Ok(_) => {
-                            row.extend(["—".to_string(), "—".into(), "—".into(), "—".into()]);
+                        Ok(c) => {
+                            row.extend(std::iter::repeat_n("—".to_string(), 4));
                             crow.push("—".into());
-                            if let Ok(Some(c)) = cell {
-                                checks.correctness(
-                                    false,
-                                    format!(
-                                        "{}: {label} at {n} clients: no request succeeded ({})",
-                                        t.name(),
-                                        c.first_error.as_deref().unwrap_or("?")
-                                    ),
-                                );
+                            if let Some(c) = c {
+                                c.report_failures(t.name(), &label, checks, &mut notes);
                             }
                         }
                         Err(e) => {
@@ -1683,65 +1724,28 @@ fn store_table(
                 let label = format!("{} {}", op.name(), kind.name());
                 let mut row = vec![label.clone(), n.to_string()];
                 for (t, r) in results {
-                    let cell = single_of(r).map(|cs| {
-                        cs.iter().find(|c| {
-                            c.via == Via::Store && c.kind == kind && c.op == op && c.clients == n
-                        })
-                    });
-                    match cell {
+                    match find_cell(r, Via::Store, kind, op, n) {
                         Ok(Some(c)) if !c.lat.is_empty() => {
-                            let p99 = percentile(&c.lat, 99.0);
-                            row.push(fmt_ms(percentile(&c.lat, 50.0)));
-                            row.push(fmt_ms(p99));
-                            row.push(fmt_ms(*c.lat.last().unwrap_or(&Duration::ZERO)));
-                            row.push(fmt_thousands(c.rate().round() as u64));
-                            let per = |d: Duration| {
-                                d.as_secs_f64() * 1e6 / (c.lat.len() + c.errors).max(1) as f64
-                            };
-                            row.push(format!(
-                                "{:.0} / {:.0}",
-                                per(c.cpu.store),
-                                per(c.cpu.client)
-                            ));
+                            row.extend(c.latency_cells());
+                            row.push(c.cpu.per_without_api(c.requests()));
                             if n == top {
                                 checks.note(format!(
                                     "{}: {label} straight on the store (no API server) p99 at {n} \
                                      clients = {}",
                                     t.name(),
-                                    fmt_ms(p99)
+                                    fmt_ms(c.p99())
                                 ));
                             }
-                            if c.errors > 0 {
-                                notes.push(format!(
-                                    "{}: store {label} at {n} clients: {} failed requests, \
-                                     first: {}",
-                                    t.name(),
-                                    c.errors,
-                                    c.first_error.as_deref().unwrap_or("?")
-                                ));
-                                checks.correctness(
-                                    false,
-                                    format!(
-                                        "{}: store {label} at {n} clients: {} of {} requests \
-                                         failed",
-                                        t.name(),
-                                        c.errors,
-                                        c.errors + c.lat.len()
-                                    ),
-                                );
-                            }
+                            c.report_failures(t.name(), &format!("store {label}"), checks, notes);
                         }
                         Ok(c) => {
                             row.extend(std::iter::repeat_n("—".to_string(), 5));
                             if let Some(c) = c {
-                                checks.correctness(
-                                    false,
-                                    format!(
-                                        "{}: store {label} at {n} clients: no request succeeded \
-                                         ({})",
-                                        t.name(),
-                                        c.first_error.as_deref().unwrap_or("?")
-                                    ),
+                                c.report_failures(
+                                    t.name(),
+                                    &format!("store {label}"),
+                                    checks,
+                                    notes,
                                 );
                             }
                         }
