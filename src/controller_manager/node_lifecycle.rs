@@ -603,7 +603,7 @@ impl NodeLifecycleController {
             anyhow::bail!("node {name} has no Ready condition");
         }
         if self
-            .update_taints(name, |n| with_no_execute(n, util::now()))
+            .update_taints(name, false, |n| with_no_execute(n, util::now()))
             .await?
         {
             tracing::info!(node = name, zone = %display_zone(zone), "added the NoExecute taint (rate-limited)");
@@ -611,18 +611,29 @@ impl NodeLifecycleController {
         Ok(())
     }
 
-    /// Changes a node's taints with `f` (None: nothing to change), from the cached node and
-    /// again from a fresh one on conflicts. Whether the node was updated.
+    /// Changes a node's taints with `f` (None: nothing to change), from the cached node (or,
+    /// when `fresh`, from the API server's current one: the cache may not show a write of this
+    /// controller yet) and again from a fresh one on conflicts. Whether the node was updated.
     async fn update_taints(
         &self,
         name: &str,
+        fresh: bool,
         f: impl Fn(&Node) -> Option<Vec<Taint>>,
     ) -> anyhow::Result<bool> {
         let api: Api<Node> = Api::all(self.ctx.client.clone());
-        let Some(cached) = self.ctx.inf.nodes.store().get(&ObjectRef::new(name)) else {
+        let current = if fresh {
+            api.get_opt(name).await?
+        } else {
+            self.ctx
+                .inf
+                .nodes
+                .store()
+                .get(&ObjectRef::new(name))
+                .map(|n| (*n).clone())
+        };
+        let Some(mut node) = current else {
             return Ok(false);
         };
-        let mut node = (*cached).clone();
         for attempt in 0..5 {
             let Some(taints) = f(&node) else {
                 return Ok(false);
@@ -648,13 +659,14 @@ impl NodeLifecycleController {
                 tracing::warn!(
                     "Controller detected that all Nodes are not-Ready. Entering master disruption mode"
                 );
-                // No node keeps a NoExecute taint of ours, and none waits for one.
+                // No node keeps a NoExecute taint of ours, and none waits for one. Each node is
+                // read from the API server: a taint added just before may not be cached yet.
                 for node in self.ctx.inf.nodes.store().state() {
                     let name = node.name_any();
                     if let Some(q) = self.zones.lock().queue_of(&name) {
                         q.remove(&name);
                     }
-                    match self.update_taints(&name, without_no_execute).await {
+                    match self.update_taints(&name, true, without_no_execute).await {
                         Ok(true) => tracing::info!(
                             node = %name,
                             "master disruption mode: removed the NoExecute taint"
